@@ -1,0 +1,42 @@
+"""Decoding images into RGB PIL images, with errors that name the file."""
+
+import io
+import os
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+
+class ImageDecodeError(ValueError):
+  """An image file could not be read or decoded."""
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+  """RGB conversion as upstream does it (`convert("RGB")`: palette expanded, alpha dropped, CMYK
+  converted), except that 16/32-bit greyscale is rescaled to 8 bits instead of being clipped."""
+  if image.mode == "RGB":
+    return image
+  if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    array = np.asarray(image, dtype=np.float64)
+    peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+    array = np.clip(np.round(array / peak * 255.0), 0, 255).astype(np.uint8)
+    return Image.fromarray(array).convert("RGB")
+  return image.convert("RGB")
+
+
+def load_image(source: str | os.PathLike | bytes) -> Image.Image:
+  """Reads an image from a path or raw bytes and returns it decoded as RGB."""
+  name = "<bytes>" if isinstance(source, bytes) else os.fspath(source)
+  try:
+    if isinstance(source, bytes):
+      image = Image.open(io.BytesIO(source))
+    else:
+      image = Image.open(source)
+    image.load()
+  except FileNotFoundError as e:
+    raise ImageDecodeError(f"image file not found: {name}") from e
+  except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    raise ImageDecodeError(f"cannot decode image {name}: {e}") from e
+  if image.width < 1 or image.height < 1:
+    raise ImageDecodeError(f"image {name} has an empty size {image.size}")
+  return to_rgb(image)

@@ -1,0 +1,166 @@
+"""Building blocks shared by the towers: partitioned dense/norm layers, RoPE, attention, remat."""
+
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
+
+from lladav_jax import sharding as S
+
+Dtype = jnp.dtype
+
+
+def dtype_of(name: str) -> Dtype:
+  return jnp.dtype(name)
+
+
+def dense(features: int, axes: tuple[str, str], *, name: str, use_bias: bool, dtype: Dtype,
+          param_dtype: Dtype, stddev: float = 0.02) -> nn.Dense:
+  """A Dense layer whose kernel [in, out] and bias [out] carry logical axis names."""
+  return nn.Dense(
+      features,
+      use_bias=use_bias,
+      dtype=dtype,
+      param_dtype=param_dtype,
+      kernel_init=nn.with_logical_partitioning(nn.initializers.normal(stddev), axes),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axes[1],)),
+      name=name,
+  )
+
+
+class Embed(nn.Module):
+  """Token embedding [vocab, embed]. For the lookup the table is gathered over the embed axis
+  (as FSDP does for every weight) and stays split over vocab: rows are fetched where they live."""
+
+  num_embeddings: int
+  features: int
+  dtype: Dtype
+  param_dtype: Dtype
+  stddev: float = 0.02
+
+  @nn.compact
+  def __call__(self, ids: jax.Array) -> jax.Array:
+    table = self.param("embedding", nn.with_logical_partitioning(nn.initializers.normal(self.stddev),
+                                                                 (S.VOCAB, S.EMBED)),
+                       (self.num_embeddings, self.features), self.param_dtype)
+    table = constrain(jnp.asarray(table, self.dtype), (S.VOCAB, None))
+    return jnp.take(table, ids, axis=0)
+
+
+class RMSNorm(nn.Module):
+  """RMSNorm computed in float32, cast back, then scaled (the LLaMA/LLaDA order of operations)."""
+
+  eps: float
+  dtype: Dtype
+  param_dtype: Dtype
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones_init(), (S.NORM,)),
+                       (x.shape[-1],), self.param_dtype)
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
+    return (jnp.asarray(scale, self.dtype) * normed.astype(x.dtype)).astype(self.dtype)
+
+
+def layer_norm(eps: float, *, name: str, dtype: Dtype, param_dtype: Dtype) -> nn.LayerNorm:
+  return nn.LayerNorm(
+      epsilon=eps, dtype=dtype, param_dtype=param_dtype, name=name,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (S.NORM,)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (S.NORM,)))
+
+
+def rotary_cos_sin(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+  """cos/sin tables [B, L, head_dim] for rotate-half RoPE, computed in float32."""
+  exponents = jnp.arange(0, head_dim, 2, dtype=jnp.int32).astype(jnp.float32) / head_dim
+  inv_freq = 1.0 / (theta ** exponents)
+  freqs = positions.astype(jnp.float32)[..., None] * inv_freq
+  emb = jnp.concatenate([freqs, freqs], axis=-1)
+  return jnp.cos(emb), jnp.sin(emb)
+
+
+def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+  """x: [B, L, H, Dh]; cos/sin: [B, L, Dh]. Rotate-half form, so HF q/k weights need no permute."""
+  half = x.shape[-1] // 2
+  rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+  cos = cos[:, :, None, :].astype(x.dtype)
+  sin = sin[:, :, None, :].astype(x.dtype)
+  return x * cos + rotated * sin
+
+
+def attention(query: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array | None,
+              impl: str) -> jax.Array:
+  """Scaled dot-product attention with a float32 softmax; grouped key/value heads allowed.
+
+  query: [B, L, H, Dh]; key/value: [B, S, KVH, Dh]; mask: bool [B, 1, L, S] (True = attend).
+  "xla" is plain einsums (portable, materialises the [L, S] scores); "cudnn" is the fused kernel.
+  """
+  if impl == "cudnn":
+    return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation="cudnn")
+  b, length, heads, head_dim = query.shape
+  kv_heads = key.shape[2]
+  query = query.reshape(b, length, kv_heads, heads // kv_heads, head_dim)
+  scores = jnp.einsum("blkgd,bskd->bkgls", query, key, preferred_element_type=jnp.float32)
+  scores = scores * (head_dim ** -0.5)
+  if mask is not None:
+    scores = jnp.where(mask[:, :, None], scores, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1).astype(value.dtype)
+  out = jnp.einsum("bkgls,bskd->blkgd", probs, value)
+  return out.reshape(b, length, heads, head_dim)
+
+
+# Remat policies by name. "minimal" keeps matmul outputs without batch dims (weights-stationary),
+# "save_attention" keeps the tagged projections and attention output.
+_REMAT_POLICIES: dict[str, Callable | None] = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "save_attention": jax.checkpoint_policies.save_only_these_names(
+        "query_proj", "key_proj", "value_proj", "attention_out"),
+}
+
+
+def tag(x: jax.Array, name: str) -> jax.Array:
+  """Names an intermediate so that a remat policy can choose to keep it."""
+  return checkpoint_name(x, name)
+
+
+def stack_layers(block_cls: type[nn.Module], *, num_layers: int, scan: bool, remat_policy: str,
+                 broadcast_args: int, name: str, collect_outputs: bool = False, **block_kwargs):
+  """Returns a callable (x, *broadcast) -> (x, per-layer outputs or None) over `num_layers` blocks.
+
+  The block's signature is `block(x, *broadcast) -> (x, y)`; with `scan` the layers share one
+  traced body and their params get a leading "layers" axis; otherwise they are `{name}_{i}`.
+  """
+  if remat_policy != "none":
+    block_cls = nn.remat(block_cls, policy=_REMAT_POLICIES[remat_policy], prevent_cse=not scan)
+  if scan:
+    scanned = nn.scan(
+        block_cls,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        in_axes=(nn.broadcast,) * broadcast_args,
+        length=num_layers,
+        metadata_params={nn.PARTITION_NAME: S.LAYERS},
+    )(name=name, **block_kwargs)
+
+    def run_scanned(x, *args):
+      x, ys = scanned(x, *args)
+      return x, (ys if collect_outputs else None)
+    return run_scanned
+
+  blocks = [block_cls(name=f"{name}_{i}", **block_kwargs) for i in range(num_layers)]
+
+  def run_loop(x, *args):
+    outputs: list[jax.Array] = []
+    for block in blocks:
+      x, y = block(x, *args)
+      outputs.append(y)
+    return x, (jnp.stack(outputs) if collect_outputs and outputs else None)
+  return run_loop
+
+
+def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
+  return nn.with_logical_constraint(x, tuple(axes))

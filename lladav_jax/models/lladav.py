@@ -1,0 +1,116 @@
+"""LLaDA-V: SigLIP crops -> projector -> features spliced into LLaDA's input embeddings.
+
+All crops of a batch go through the vision tower in one call. Each row's projected crop features
+plus the learned image-newline vector form a feature table; the image tokens of the sequence are
+gathered from it with the host-computed plan of `multimodal_inputs` (static shapes, no host logic
+on device). Parameter names: `vision_tower/...`, `mm_projector/linear_N`, `image_newline`,
+`language_model/...` (see the towers' modules).
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lladav_jax import sharding as S
+from lladav_jax.images.feature_layout import TAPS
+from lladav_jax.models import layers as L
+from lladav_jax.model_config import ComputeConfig, LLaDAVConfig
+from lladav_jax.models.llada import LLaDAModel, default_positions
+from lladav_jax.models.masks import make_attention_mask
+from lladav_jax.models.projector import Projector
+from lladav_jax.models.siglip import SiglipVisionTower
+
+# Keys of a collated batch that the model reads (see multimodal_inputs.collate).
+MODEL_INPUT_KEYS = ("input_ids", "positions", "segment_ids", "image_mask", "image_index", "image_weight",
+                    "pixel_values")
+
+
+class LLaDAV(nn.Module):
+  config: LLaDAVConfig
+  compute: ComputeConfig = ComputeConfig()
+
+  def setup(self):
+    cfg, compute = self.config, self.compute
+    # Only the layers up to the selected one are built: later ones never affect the features.
+    self.vision_tower = SiglipVisionTower(cfg.vision, compute, num_layers=cfg.vision_feature_depth)
+    self.mm_projector = Projector(cfg.projector, compute)
+    self.language_model = LLaDAModel(cfg.text, compute)
+    width = cfg.text.hidden_size
+    self.image_newline = self.param(
+        "image_newline",
+        nn.with_logical_partitioning(nn.initializers.normal(width ** -0.5), (S.EMBED,)),
+        (width,), L.dtype_of(compute.param_dtype))
+
+  def encode_crops(self, pixel_values: jax.Array) -> jax.Array:
+    """pixel_values: [B, C, S, S, 3] -> projected features [B, C * T, D] (T tokens per crop)."""
+    b, c = pixel_values.shape[:2]
+    crops = pixel_values.reshape((b * c,) + pixel_values.shape[2:])
+    features = self.vision_tower(crops)["last_hidden_state"]
+    projected = self.mm_projector(features)
+    return projected.reshape(b, c * projected.shape[1], projected.shape[2])
+
+  def embed_tokens(self, token_ids: jax.Array) -> jax.Array:
+    return self.language_model.embed(token_ids)
+
+  def embed_inputs(self, input_ids: jax.Array, image_mask: jax.Array | None = None,
+                   image_index: jax.Array | None = None, image_weight: jax.Array | None = None,
+                   pixel_values: jax.Array | None = None) -> jax.Array:
+    """Token embeddings with image features spliced in where `image_mask` is set -> [B, L, D]."""
+    embeds = self.embed_tokens(input_ids)
+    if image_mask is None:
+      return embeds
+    b = input_ids.shape[0]
+    newline = jnp.broadcast_to(jnp.asarray(self.image_newline, embeds.dtype), (b, 1, embeds.shape[-1]))
+    if pixel_values is not None and pixel_values.shape[1] > 0:
+      table = jnp.concatenate([self.encode_crops(pixel_values).astype(embeds.dtype), newline], axis=1)
+    else:  # no crops in this batch: the newline vector is all a row can reference
+      table = newline
+    gather_row = jax.vmap(lambda t, i: t[i])
+    image_embeds = jnp.zeros(embeds.shape, jnp.float32)
+    for tap in range(TAPS):  # one [B, L, D] gather at a time keeps the peak memory at one copy
+      picked = gather_row(table, image_index[..., tap]).astype(jnp.float32)
+      image_embeds = image_embeds + image_weight[..., tap, None].astype(jnp.float32) * picked
+    embeds = jnp.where(image_mask[..., None], image_embeds.astype(embeds.dtype), embeds)
+    return L.constrain(embeds, (S.ACT_BATCH, S.ACT_LENGTH, S.ACT_EMBED))
+
+  def logits_from_embeddings(self, embeds: jax.Array, positions: jax.Array | None = None,
+                             segment_ids: jax.Array | None = None,
+                             turn_ids: jax.Array | None = None) -> jax.Array:
+    """Language tower on spliced embeddings. No segment ids = one unpadded segment per row."""
+    b, length = embeds.shape[:2]
+    if positions is None:
+      positions = default_positions(b, length)
+    mask = None if segment_ids is None and turn_ids is None else make_attention_mask(
+        jnp.ones((b, length), jnp.int32) if segment_ids is None else segment_ids, turn_ids)
+    return self.language_model(embeds, positions, mask)
+
+  def __call__(self, input_ids: jax.Array, positions: jax.Array | None = None,
+               segment_ids: jax.Array | None = None, image_mask: jax.Array | None = None,
+               image_index: jax.Array | None = None, image_weight: jax.Array | None = None,
+               pixel_values: jax.Array | None = None, turn_ids: jax.Array | None = None) -> jax.Array:
+    """Logits [B, L, V]. Passing `turn_ids` selects the "dialogue causal" mask (see masks.py)."""
+    embeds = self.embed_inputs(input_ids, image_mask, image_index, image_weight, pixel_values)
+    return self.logits_from_embeddings(embeds, positions, segment_ids, turn_ids)
+
+
+def abstract_inputs(config: LLaDAVConfig, batch: int, seq_len: int, max_crops: int) -> dict:
+  """Shapes of a collated batch, for `jax.eval_shape(model.init, ...)` without any data."""
+  size = config.vision.image_size
+  spec = jax.ShapeDtypeStruct
+  return dict(
+      input_ids=spec((batch, seq_len), jnp.int32),
+      positions=spec((batch, seq_len), jnp.int32),
+      segment_ids=spec((batch, seq_len), jnp.int32),
+      image_mask=spec((batch, seq_len), jnp.bool_),
+      image_index=spec((batch, seq_len, TAPS), jnp.int32),
+      image_weight=spec((batch, seq_len, TAPS), jnp.float32),
+      pixel_values=spec((batch, max_crops, size, size, 3), jnp.float32),
+  )
+
+
+def model_inputs(batch: dict, *, dialogue_causal: bool = False) -> dict:
+  """The keyword arguments of `LLaDAV.__call__` taken from a collated batch."""
+  inputs = {k: batch[k] for k in MODEL_INPUT_KEYS if k in batch}
+  if dialogue_causal:
+    inputs["turn_ids"] = batch["turn_ids"]
+  return inputs

@@ -1,0 +1,68 @@
+"""Run with 8 host devices: the sharded forward equals the single-device one, and params shard.
+
+Used by test_sharded_forward.py in a subprocess (XLA_FLAGS must be set before jax starts).
+"""
+
+import sys
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from lladav_jax import sharding
+from lladav_jax.images.crops import sample_visuals
+from lladav_jax.models.lladav import LLaDAV, abstract_inputs, model_inputs
+from lladav_jax.models.multimodal_inputs import build_sample, collate
+from lladav_jax.tokens import IMAGE_PLACEHOLDER_ID as IMG
+from tests import tiny
+
+
+def main(data: int, fsdp: int, tensor: int) -> None:
+  jax.config.update("jax_default_matmul_precision", "highest")
+  assert jax.device_count() == 8, jax.devices()
+  config, compute = tiny.LLADAV, tiny.F32
+  rules = sharding.DEFAULT_LOGICAL_AXIS_RULES
+  mesh = sharding.create_mesh({"data": data, "fsdp": fsdp, "tensor": tensor})
+  samples = [
+      build_sample([1, IMG, 2, 3], sample_visuals([tiny.random_image(640, 360)], config), config),
+      build_sample([4, 5, IMG], sample_visuals([tiny.random_image(384, 384)], config), config),
+      build_sample([6, 7, 8], [], config),
+      build_sample([IMG, 9], sample_visuals([tiny.random_image(200, 600)], config), config),
+  ] * 2  # 8 rows, so that every mesh here can split the batch
+  seq_len, max_crops = 2064, 4
+  batch = model_inputs(collate([[s] for s in samples], seq_len, max_crops, config))
+  model = LLaDAV(config, compute)
+
+  params, param_shardings = sharding.init_sharded(
+      model, jax.random.key(0), abstract_inputs(config, len(samples), seq_len, max_crops), mesh, rules)
+  batch_shardings = {k: sharding.batch_sharding(mesh, v.ndim, rules) for k, v in batch.items()}
+  sharded_batch = jax.device_put(batch, batch_shardings)
+  def forward(params, batch):
+    return model.apply(params, **batch)
+
+  with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.normalize_rules(rules)):
+    logits = jax.jit(forward, in_shardings=(param_shardings, batch_shardings))(params, sharded_batch)
+  assert not logits.sharding.is_fully_replicated, logits.sharding
+
+  # The same computation on one device, from the same parameter values.
+  host_params = jax.device_get(params)
+  one_device = jax.devices()[0]
+  reference = jax.jit(forward)(jax.device_put(host_params, one_device), jax.device_put(batch, one_device))
+  np.testing.assert_allclose(np.asarray(logits), np.asarray(reference), atol=1e-5, rtol=1e-5)
+
+  # Large parameters are split across devices, not replicated.
+  p = params["params"]
+  expected = 1.0 / (fsdp * tensor)
+  for name, leaf in [("embed_tokens", p["language_model"]["embed_tokens"]["embedding"]),
+                     ("lm_head", p["language_model"]["lm_head"]["kernel"]),
+                     ("q_proj", p["language_model"]["layers"]["self_attn"]["q_proj"]["kernel"]),
+                     ("down_proj", p["language_model"]["layers"]["mlp"]["down_proj"]["kernel"]),
+                     ("vision fc1", p["vision_tower"]["encoder"]["layers"]["mlp"]["fc1"]["kernel"]),
+                     ("projector", p["mm_projector"]["linear_1"]["kernel"])]:
+    fraction = sharding.sharded_fraction(leaf)
+    assert abs(fraction - expected) < 1e-9, (name, fraction, leaf.sharding)
+  print("sharded forward OK", dict(data=data, fsdp=fsdp, tensor=tensor))
+
+
+if __name__ == "__main__":
+  main(*map(int, sys.argv[1:4]))

@@ -1,0 +1,122 @@
+"""Properties of the composed model: packing, padding, masks, remat and scan change nothing."""
+
+import dataclasses
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lladav_jax.images.crops import sample_visuals
+from lladav_jax.models.lladav import LLaDAV, model_inputs
+from lladav_jax.models.multimodal_inputs import build_sample, collate
+from lladav_jax.tokens import IMAGE_PLACEHOLDER_ID as IMG
+from tests import tiny
+
+CONFIG = tiny.LLADAV
+ATOL = 1e-5
+
+
+def _sample(ids, sizes, turns=None):
+  images = [tiny.random_image(w, h, seed=w * 3 + h) for w, h in sizes]
+  return build_sample(ids, sample_visuals(images, CONFIG), CONFIG, turn_ids=turns)
+
+
+@functools.lru_cache(maxsize=None)
+def _params(scan=True):
+  batch = collate([[_sample([1, IMG, 2], [(384, 384)])]], 1500, 2, CONFIG)
+  model = LLaDAV(CONFIG, dataclasses.replace(tiny.F32, scan_layers=scan))
+  return nn.unbox(model.init(jax.random.key(0), **model_inputs(batch)))
+
+
+def _logits(batch, compute=tiny.F32, params=None, dialogue_causal=False):
+  model = LLaDAV(CONFIG, compute)
+  params = _params(compute.scan_layers) if params is None else params
+  return np.asarray(jax.jit(model.apply)(params, **model_inputs(batch, dialogue_causal=dialogue_causal)))
+
+
+def test_packed_segments_equal_separate_rows():
+  a = _sample([4, IMG, 5, 6], [(640, 360)])
+  b = _sample([7, 8, IMG, 9], [(300, 500)])
+  packed = _logits(collate([[a, b]], a.length + b.length + 5, 6, CONFIG))
+  alone = _logits(collate([[a], [b]], max(a.length, b.length), 3, CONFIG))
+  np.testing.assert_allclose(packed[0, :a.length], alone[0, :a.length], atol=ATOL)
+  np.testing.assert_allclose(packed[0, a.length:a.length + b.length], alone[1, :b.length], atol=ATOL)
+
+
+def test_padding_tokens_and_crops_change_nothing():
+  a = _sample([4, IMG, 5], [(384, 384)])
+  tight = _logits(collate([[a]], a.length, a.num_crops, CONFIG))
+  padded = _logits(collate([[a]], a.length + 33, a.num_crops + 3, CONFIG))
+  np.testing.assert_allclose(padded[0, :a.length], tight[0], atol=ATOL)
+
+
+def test_dialogue_causal_mask_hides_later_turns():
+  ids = [4, IMG, 5, 6, 7, 8]
+  turns = [0, 0, 0, 1, 1, 1]
+  base = _sample(ids, [(384, 384)], turns)
+  edited = _sample(ids[:-1] + [9], [(384, 384)], turns)  # change a turn-1 token
+  first_turn = base.length - 3
+  for causal in (True, False):
+    out = [_logits(collate([[s]], s.length, 2, CONFIG), dialogue_causal=causal)[0] for s in (base, edited)]
+    diff = np.abs(out[0][:first_turn] - out[1][:first_turn]).max()
+    assert (diff < ATOL) if causal else (diff > 1e-3)
+
+
+@pytest.mark.parametrize("policy", ["full", "minimal", "save_attention"])
+def test_remat_and_loop_give_the_same_loss_and_gradients(policy):
+  a = _sample([4, IMG, 5], [(384, 384)])
+  batch = collate([[a]], a.length, 2, CONFIG)
+  params = _params(True)
+
+  def loss_fn(compute, params):
+    logits = LLaDAV(CONFIG, compute).apply(params, **model_inputs(batch))
+    return jnp.mean(jax.nn.logsumexp(logits, axis=-1))
+
+  ref_loss, ref_grads = jax.jit(jax.value_and_grad(functools.partial(loss_fn, tiny.F32)))(params)
+  loss, grads = jax.jit(jax.value_and_grad(
+      functools.partial(loss_fn, dataclasses.replace(tiny.F32, remat_policy=policy))))(params)
+  np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
+  jax.tree_util.tree_map(lambda g, r: np.testing.assert_allclose(g, r, atol=1e-6), grads, ref_grads)
+
+
+def test_scan_and_loop_layouts_compute_the_same_model():
+  a = _sample([4, IMG, 5], [(384, 384)])
+  batch = collate([[a]], a.length, 2, CONFIG)
+  scanned = _params(True)["params"]
+  # Unstack the scanned layer params into layers_0..layers_N.
+  def unstack(tree):
+    out = {}
+    for key, value in tree.items():
+      if key == "layers":
+        n = jax.tree_util.tree_leaves(value)[0].shape[0]
+        for i in range(n):
+          out[f"layers_{i}"] = jax.tree_util.tree_map(lambda x: x[i], value)
+      elif isinstance(value, dict):
+        out[key] = unstack(value)
+      else:
+        out[key] = value
+    return out
+  looped = {"params": unstack(scanned)}
+  np.testing.assert_allclose(_logits(batch, tiny.F32_LOOP, looped), _logits(batch), atol=ATOL)
+
+
+def test_text_only_batch_needs_no_crops():
+  a = build_sample([4, 5, 6], [], CONFIG)
+  batch = collate([[a]], 8, 0, CONFIG)
+  assert batch["pixel_values"].shape[1] == 0
+  out = _logits(batch)
+  with_crops = _logits(collate([[a]], 8, 1, CONFIG))
+  np.testing.assert_allclose(out[0, :3], with_crops[0, :3], atol=ATOL)
+
+
+def test_bfloat16_compute_stays_close_to_float32():
+  a = _sample([4, IMG, 5], [(384, 384)])
+  batch = collate([[a]], a.length, 2, CONFIG)
+  full = _logits(batch)
+  half = _logits(batch, dataclasses.replace(tiny.F32, dtype="bfloat16"))
+  assert half.dtype == jnp.bfloat16
+  scale = np.abs(full).max()
+  assert np.abs(half.astype(np.float32) - full).max() < 0.05 * scale

@@ -1,0 +1,1 @@
+"""Weight conversion between Hugging Face checkpoints and lladav_jax parameters."""
