@@ -268,6 +268,10 @@ class LLaDAVConfig:
     if self.spatial_pool_mode not in SPATIAL_POOL_MODES:
       raise ValueError(f"mm_spatial_pool_mode {self.spatial_pool_mode!r} is not supported; "
                        f"choices: {SPATIAL_POOL_MODES} ('max' is not a linear map of the features)")
+    for name, token_id in self.tokens.to_dict().items():
+      if not 0 <= token_id < self.text.vocab_size:
+        raise ValueError(f"special token {name} has id {token_id}, outside the vocabulary of "
+                         f"{self.text.vocab_size} rows (set the config's token ids)")
     for w, h in self.image_grid_pinpoints:
       if w % self.vision.image_size or h % self.vision.image_size:
         raise ValueError(f"image_grid_pinpoints entry ({w}, {h}) is not a multiple of the crop size "
@@ -294,12 +298,13 @@ class LLaDAVConfig:
     return "unpad" in self.patch_merge_type
 
   @classmethod
-  def from_hf_config(cls, d: Mapping[str, Any], vision_config: Mapping[str, Any] | None = None
-                     ) -> "LLaDAVConfig":
+  def from_hf_config(cls, d: Mapping[str, Any], vision_config: Mapping[str, Any] | None = None,
+                     tokens: TokenIds | None = None) -> "LLaDAVConfig":
     """Reads a `llava_llada` config.json.
 
     The vision tower's dims come from `vision_config` (its config.json), else from a
-    `vision_config` entry in `d`, else from the known tower named by `mm_vision_tower`.
+    `vision_config` entry in `d`, else from the known tower named by `mm_vision_tower`. Special
+    token ids come from `tokens` (e.g. read from the tokenizer), else `TokenIds.from_config_json`.
     """
     model_type = d.get("model_type")
     if model_type != "llava_llada":
@@ -330,7 +335,7 @@ class LLaDAVConfig:
         newline_position=d.get("mm_newline_position", "one_token"),
         spatial_pool_mode=d.get("mm_spatial_pool_mode", "bilinear"),
         max_length=d.get("tokenizer_model_max_length"),
-        tokens=TokenIds.from_dict(d.get(TokenIds.HF_KEY)),
+        tokens=TokenIds.from_config_json(d) if tokens is None else tokens,
     )
 
   def to_hf_config(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ import numpy as np
 from PIL import Image
 
 from lladav_jax.model_config import ComputeConfig, LLaDAConfig, LLaDAVConfig, ProjectorConfig, SiglipConfig
+from lladav_jax.tokens import TokenIds
 
 TEXT = LLaDAConfig(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                    num_attention_heads=4, num_key_value_heads=4, rope_theta=500000.0, rms_norm_eps=1e-5)
@@ -11,7 +12,9 @@ TEXT = LLaDAConfig(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidd
 VISION = SiglipConfig(hidden_size=16, intermediate_size=24, num_hidden_layers=3, num_attention_heads=2,
                       image_size=384, patch_size=14, layer_norm_eps=1e-6)
 PROJECTOR = ProjectorConfig("mlp2x_gelu", in_features=VISION.hidden_size, out_features=TEXT.hidden_size)
-LLADAV = LLaDAVConfig(text=TEXT, vision=VISION, projector=PROJECTOR, max_length=4096)
+# Special ids inside the small vocabulary (the LLaDA-8B ids would not fit).
+TOKENS = TokenIds(bos=90, eos=91, mask=95, start_header=92, end_header=93, eot=94)
+LLADAV = LLaDAVConfig(text=TEXT, vision=VISION, projector=PROJECTOR, max_length=4096, tokens=TOKENS)
 
 F32 = ComputeConfig(dtype="float32", param_dtype="float32", scan_layers=True)
 F32_LOOP = ComputeConfig(dtype="float32", param_dtype="float32", scan_layers=False)
@@ -71,6 +74,18 @@ def hf_projector(config: ProjectorConfig, seed: int = 0):
   for _ in range(1, config.depth):
     modules += [torch.nn.GELU(), torch.nn.Linear(config.out_features, config.out_features)]
   return torch.nn.Sequential(*modules).eval()
+
+
+def tokenizer_json(tokens: TokenIds = TOKENS, vocab_size: int = TEXT.vocab_size) -> str:
+  """A word-level tokenizer.json whose LLaDA special tokens sit at `tokens`' ids."""
+  import tokenizers
+  special = {getattr(tokens, name): text for name, text in TokenIds.TEXTS.items()}
+  vocab = {special.get(i, f"w{i}"): i for i in range(vocab_size)}
+  backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="w0"))
+  backend.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+  backend.add_special_tokens([tokenizers.AddedToken(text, special=True, normalized=False)
+                              for _, text in sorted(special.items())])
+  return backend.to_str()
 
 
 def state_dict_numpy(module, prefix: str = "") -> dict[str, np.ndarray]:

@@ -2,11 +2,13 @@
 
 import dataclasses
 import json
+import re
 
 import pytest
 
 from lladav_jax.model_config import (ComputeConfig, LLaDAConfig, LLaDAVConfig, ProjectorConfig, SiglipConfig,
                                      parse_grid_pinpoints)
+from lladav_jax.tokens import TokenIds
 
 # The fields of the published LLaDA-V config.json that the model depends on (upstream writes them
 # from the LLaDA config and the training arguments).
@@ -95,3 +97,20 @@ def test_bad_dims_and_choices_are_named():
     ComputeConfig(remat_policy="everything")
   with pytest.raises(ValueError, match="out_features"):
     dataclasses.replace(LLaDAVConfig(), projector=ProjectorConfig(out_features=8))
+  # Special ids past the embedding table (e.g. [MASK]) would be clamped silently by the lookup.
+  small = LLaDAConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                      num_key_value_heads=4)
+  with pytest.raises(ValueError, match="special token bos has id 126080, outside the vocabulary of 512"):
+    dataclasses.replace(LLaDAVConfig(), text=small, projector=ProjectorConfig(out_features=64))
+
+
+def test_special_ids_from_the_tokenizer_or_the_config(tmp_path):
+  from tests.data.tiny_tokenizer import save_tokenizer_dir  # LLaDA's layout: 126349 entries
+  path = save_tokenizer_dir(str(tmp_path / "tok"))
+  assert TokenIds.from_tokenizer_json(f"{path}/tokenizer.json") == TokenIds()
+  assert TokenIds.from_config_json({"mask_token_id": 7}) == TokenIds(mask=7)
+  assert TokenIds.from_config_json({TokenIds.HF_KEY: {"mask": 3, "eot": 4}, "mask_token_id": 7}) == \
+      TokenIds(mask=3, eot=4)
+  (tmp_path / "bad.json").write_text('{"added_tokens": [{"id": 1, "content": "<|eot_id|>"}]}')
+  with pytest.raises(ValueError, match=re.escape("bad.json: no token '<|startoftext|>'")):
+    TokenIds.from_tokenizer_json(tmp_path / "bad.json")
