@@ -5,23 +5,48 @@ layers are scanned and stacked), through this named transform. Both directions u
 """
 
 import dataclasses
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from lladav_jax.model_config import LLaDAConfig, LLaDAVConfig, ProjectorConfig, SiglipConfig
 
 # HF stores Linear as [out, in] and Conv2d as [out, in, kh, kw]; flax wants [in, out], [kh, kw, in, out].
-TO_FLAX: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "identity": lambda x: x,
-    "linear": lambda x: np.transpose(x),
-    "conv": lambda x: np.transpose(x, (2, 3, 1, 0)),
-}
-TO_HF: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "identity": lambda x: x,
-    "linear": lambda x: np.transpose(x),
-    "conv": lambda x: np.transpose(x, (3, 2, 0, 1)),
-}
+# Each transform is an axis permutation: flax = hf.transpose(FLAX_AXES[t]), hf = flax.transpose(HF_AXES[t]).
+FLAX_AXES: dict[str, tuple[int, ...] | None] = {"identity": None, "linear": (1, 0), "conv": (2, 3, 1, 0)}
+HF_AXES: dict[str, tuple[int, ...] | None] = {"identity": None, "linear": (1, 0), "conv": (3, 2, 0, 1)}
+
+
+def _permute(axes):
+  return (lambda x: x) if axes is None else (lambda x: np.transpose(x, axes))
+
+
+TO_FLAX: dict[str, Callable[[np.ndarray], np.ndarray]] = {t: _permute(a) for t, a in FLAX_AXES.items()}
+TO_HF: dict[str, Callable[[np.ndarray], np.ndarray]] = {t: _permute(a) for t, a in HF_AXES.items()}
+
+
+def flax_shape(transform: str, shape: Sequence[int]) -> tuple[int, ...]:
+  """The flax shape of an HF tensor of `shape`."""
+  axes = FLAX_AXES[transform]
+  return tuple(shape) if axes is None else tuple(shape[a] for a in axes)
+
+
+def hf_shape(transform: str, shape: Sequence[int]) -> tuple[int, ...]:
+  """The HF shape of a flax parameter (one layer of it, when stacked) of `shape`."""
+  axes = HF_AXES[transform]
+  return tuple(shape) if axes is None else tuple(shape[a] for a in axes)
+
+
+def hf_index(transform: str, flax_index: tuple) -> tuple:
+  """The HF-tensor index (a tuple of slices) that holds `flax_index` of the transformed tensor."""
+  axes = FLAX_AXES[transform]
+  if axes is None:
+    return tuple(flax_index)
+  index = [slice(None)] * len(axes)
+  for flax_axis, hf_axis in enumerate(axes):
+    index[hf_axis] = flax_index[flax_axis]
+  return tuple(index)
+
 
 LLADAV_VISION_PREFIX = "model.vision_tower.vision_tower.vision_model."
 LLADAV_TEXT_PREFIX = "model."
@@ -46,6 +71,20 @@ _LLADA_LAYER = (
     ("mlp.gate_proj.weight", ("mlp", "gate_proj", "kernel"), "linear"),
     ("mlp.up_proj.weight", ("mlp", "up_proj", "kernel"), "linear"),
     ("mlp.down_proj.weight", ("mlp", "down_proj", "kernel"), "linear"),
+)
+
+# The original LLaDA-8B layout (OLMo-derived names): ff_proj is the gate, ff_out the down projection,
+# and the model-level ff_out the LM head.
+_LLADA_ORIGINAL_LAYER = (
+    ("attn_norm.weight", ("input_layernorm", "scale"), "identity"),
+    ("ff_norm.weight", ("post_attention_layernorm", "scale"), "identity"),
+    ("q_proj.weight", ("self_attn", "q_proj", "kernel"), "linear"),
+    ("k_proj.weight", ("self_attn", "k_proj", "kernel"), "linear"),
+    ("v_proj.weight", ("self_attn", "v_proj", "kernel"), "linear"),
+    ("attn_out.weight", ("self_attn", "o_proj", "kernel"), "linear"),
+    ("ff_proj.weight", ("mlp", "gate_proj", "kernel"), "linear"),
+    ("up_proj.weight", ("mlp", "up_proj", "kernel"), "linear"),
+    ("ff_out.weight", ("mlp", "down_proj", "kernel"), "linear"),
 )
 
 _SIGLIP_LAYER = tuple(
@@ -80,6 +119,18 @@ def llada_entries(config: LLaDAConfig, *, scan: bool, hf_prefix: str = "model.",
       *_layer_entries(_LLADA_LAYER, f"{hf_prefix}layers.", flax_prefix, config.num_hidden_layers, scan),
       Entry(flax_prefix + ("norm", "scale"), (f"{hf_prefix}norm.weight",), "identity"),
       Entry(flax_prefix + ("lm_head", "kernel"), (head_key,), "linear"),
+  ]
+
+
+def llada_original_entries(config: LLaDAConfig, *, scan: bool,
+                           flax_prefix: tuple[str, ...] = ()) -> list[Entry]:
+  """The language tower in the original LLaDA-8B layout (`model.transformer.blocks.N...`)."""
+  prefix = "model.transformer."
+  return [
+      Entry(flax_prefix + ("embed_tokens", "embedding"), (f"{prefix}wte.weight",), "identity"),
+      *_layer_entries(_LLADA_ORIGINAL_LAYER, f"{prefix}blocks.", flax_prefix, config.num_hidden_layers, scan),
+      Entry(flax_prefix + ("norm", "scale"), (f"{prefix}ln_f.weight",), "identity"),
+      Entry(flax_prefix + ("lm_head", "kernel"), (f"{prefix}ff_out.weight",), "linear"),
   ]
 
 
@@ -136,12 +187,33 @@ def _get(tree: Mapping, path: tuple[str, ...]):
   return tree
 
 
+def read_entry(entry: Entry, get_tensor: Callable[[str], np.ndarray], dtype=None) -> np.ndarray:
+  """One parameter leaf from its HF tensors, read one at a time (a stacked leaf is filled layer by
+  layer into one preallocated array, so the peak is the leaf plus one source tensor)."""
+  def convert(key):
+    value = TO_FLAX[entry.transform](np.asarray(get_tensor(key)))
+    return value if dtype is None else value.astype(dtype, copy=False)
+
+  if not entry.stacked:
+    return convert(entry.hf_keys[0])
+  first = convert(entry.hf_keys[0])
+  out = np.empty((len(entry.hf_keys),) + first.shape, first.dtype)
+  out[0] = first
+  del first
+  for i, key in enumerate(entry.hf_keys[1:], start=1):
+    value = convert(key)
+    if value.shape != out.shape[1:] or value.dtype != out.dtype:
+      raise ValueError(f"{key}: {value.dtype}{list(value.shape)} differs from layer 0 of the stack "
+                       f"({out.dtype}{list(out.shape[1:])})")
+    out[i] = value
+  return out
+
+
 def params_from_hf(get_tensor: Callable[[str], np.ndarray], entries: list[Entry]) -> dict:
   """Builds the nested parameter dict, reading each HF tensor through `get_tensor(key)`."""
   params: dict = {}
   for entry in entries:
-    arrays = [TO_FLAX[entry.transform](np.asarray(get_tensor(k))) for k in entry.hf_keys]
-    _set(params, entry.path, np.stack(arrays) if entry.stacked else arrays[0])
+    _set(params, entry.path, read_entry(entry, get_tensor))
   return params
 
 

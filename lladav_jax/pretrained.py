@@ -1,0 +1,113 @@
+"""`load_pretrained(path)`: LLaDA-V weights from a converted checkpoint or a Hugging Face directory.
+
+    config, params = load_pretrained("ckpt/lladav-8b", mesh=mesh, rules=rules)
+    logits = LLaDAV(config, compute).apply({"params": params}, **inputs)
+
+`path` is either a checkpoint written by `python -m tools.convert_weights` (see docs/convert.md) or
+a LLaDA-V (`llava_llada`) Hugging Face directory, converted on the fly. With a mesh, every array
+is created directly in the sharding that the model's logical axis names and `rules` give it, and
+each process reads only the parts its devices hold (orbax chunks, or safetensors slices). Without
+one, arrays land on the first local device.
+"""
+
+import pathlib
+from typing import Any, NamedTuple, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+from jax.sharding import Mesh, SingleDeviceSharding
+
+from lladav_jax import sharding
+from lladav_jax.model_config import ComputeConfig, LLaDAVConfig
+from lladav_jax.models.lladav import LLaDAV, abstract_inputs
+from tools.convert_weights import checkpoint_dir, layouts, orbax_io
+from tools.convert_weights.plan import build_plan, stored_tree_problems
+from tools.convert_weights.problems import ConversionError
+
+Path = tuple[str, ...]
+
+
+class Pretrained(NamedTuple):
+  config: LLaDAVConfig
+  params: dict[str, Any]  # the "params" collection, unboxed arrays
+
+
+def param_shardings(config: LLaDAVConfig, scan_layers: bool, mesh: Mesh | None,
+                    rules: Sequence | None = None) -> dict[Path, jax.ShapeDtypeStruct]:
+  """{path: ShapeDtypeStruct(shape, param dtype, sharding)} for every parameter of LLaDAV(config)."""
+  model = LLaDAV(config, ComputeConfig(scan_layers=scan_layers))
+  abstract = jax.eval_shape(model.init, jax.random.key(0), **abstract_inputs(config, 1, 8, 1))
+  if mesh is None:
+    device = SingleDeviceSharding(jax.local_devices()[0])
+    shardings = jax.tree.map(lambda _: device, nn.unbox(abstract))
+  else:
+    rules = sharding.DEFAULT_LOGICAL_AXIS_RULES if rules is None else rules
+    shardings = sharding.logical_shardings(nn.get_partition_spec(abstract), mesh, rules)
+  shapes = traverse_util.flatten_dict(nn.unbox(abstract)["params"])
+  flat_shardings = traverse_util.flatten_dict(shardings["params"])
+  return {tuple(p): jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=flat_shardings[p]) for p, v in shapes.items()}
+
+
+def _load_converted(path: pathlib.Path, scan_layers: bool, dtype, mesh, rules) -> Pretrained:
+  info = checkpoint_dir.read_info(path)
+  if bool(info["scan_layers"]) != scan_layers:
+    raise ValueError(f"{path} was converted with scan_layers={info['scan_layers']}; load it with "
+                     f"scan_layers={info['scan_layers']} (and build the model with that ComputeConfig), or "
+                     "convert again with the other layout")
+  config = LLaDAVConfig.from_hf_config(layouts.read_config(path))
+  targets = param_shardings(config, scan_layers, mesh, rules)
+  stored = orbax_io.metadata(path / checkpoint_dir.PARAMS_DIR)
+  problems = stored_tree_problems(stored, {p: t.shape for p, t in targets.items()})
+  if problems:
+    raise ConversionError(f"{path}: the checkpoint does not fit its config.json", problems)
+  targets = {p: jax.ShapeDtypeStruct(t.shape, dtype or stored[p][1], sharding=t.sharding) for p, t in targets.items()}
+  params = orbax_io.restore(path / checkpoint_dir.PARAMS_DIR, targets)
+  return Pretrained(config, traverse_util.unflatten_dict(params))
+
+
+def _load_hf(path: pathlib.Path, scan_layers: bool, dtype, mesh, rules, vision_config) -> Pretrained:
+  config, _ = layouts.lladav_config(path, vision_config)
+  targets = param_shardings(config, scan_layers, mesh, rules)
+  plan = build_plan(f"load {path}", [layouts.lladav_part(path, config, scan=scan_layers)],
+                    {p: t.shape for p, t in targets.items()}, dtype)
+  params = {}
+  for leaf in plan.leaves:
+    target = targets[leaf.path]
+    if mesh is None or leaf.load_slice is None:
+      params[leaf.path] = jax.device_put(leaf.load(), target.sharding)
+      continue
+    cache: dict = {}  # devices holding the same part (replicas) read it once
+
+    def read(index, leaf=leaf, cache=cache):
+      key = tuple((s.start, s.stop, s.step) for s in index)
+      if key not in cache:
+        cache[key] = np.ascontiguousarray(leaf.load_slice(index))
+      return cache[key]
+    params[leaf.path] = jax.make_array_from_callback(leaf.shape, target.sharding, read)
+  return Pretrained(config, traverse_util.unflatten_dict(params))
+
+
+def load_pretrained(path: str | pathlib.Path, *, scan_layers: bool = True, dtype=None, mesh: Mesh | None = None,
+                    rules: Sequence | None = None, vision_config: dict | None = None) -> Pretrained:
+  """Loads (config, params) from a converted checkpoint or a LLaDA-V Hugging Face directory.
+
+  Args:
+    path: the directory.
+    scan_layers: the layer layout of the model that will use the params (ComputeConfig.scan_layers).
+    dtype: cast every parameter to this dtype while reading (default: as stored).
+    mesh, rules: create each array in the sharding its logical axis names map to under `rules`
+      (default: sharding.DEFAULT_LOGICAL_AXIS_RULES); each process reads only its devices' parts.
+    vision_config: the vision tower's config.json contents, for a Hugging Face directory whose
+      mm_vision_tower is neither local nor a known tower.
+  """
+  path = pathlib.Path(path).expanduser()
+  dtype = None if dtype is None else jnp.dtype(dtype)
+  if checkpoint_dir.is_checkpoint(path) or (path / checkpoint_dir.PARAMS_DIR).exists():
+    return _load_converted(path, scan_layers, dtype, mesh, rules)
+  if (path / layouts.CONFIG_FILE).is_file():
+    return _load_hf(path, scan_layers, dtype, mesh, rules, vision_config)
+  raise ValueError(f"{path}: neither a converted checkpoint ({checkpoint_dir.INFO_FILE}) nor a Hugging Face "
+                   f"directory ({layouts.CONFIG_FILE} + *.safetensors)")

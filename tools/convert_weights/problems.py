@@ -1,0 +1,11 @@
+"""The one error a conversion raises: every problem found, each naming its file, key or shape."""
+
+
+class ConversionError(ValueError):
+  """Raised before anything is written, listing all problems together (one per line)."""
+
+  def __init__(self, what: str, problems: list[str]):
+    self.what = what
+    self.problems = list(problems)
+    lines = "\n".join(f"  - {p}" for p in self.problems)
+    super().__init__(f"{what}: {len(self.problems)} problem(s)\n{lines}")
