@@ -128,11 +128,14 @@ def tag(x: jax.Array, name: str) -> jax.Array:
 
 
 def stack_layers(block_cls: type[nn.Module], *, num_layers: int, scan: bool, remat_policy: str,
-                 broadcast_args: int, name: str, collect_outputs: bool = False, **block_kwargs):
-  """Returns a callable (x, *broadcast) -> (x, per-layer outputs or None) over `num_layers` blocks.
+                 broadcast_args: int, name: str, collect_outputs: bool = False, per_layer_args: int = 0,
+                 **block_kwargs):
+  """Returns a callable (x, *broadcast, *per_layer) -> (x, per-layer outputs or None).
 
-  The block's signature is `block(x, *broadcast) -> (x, y)`; with `scan` the layers share one
-  traced body and their params get a leading "layers" axis; otherwise they are `{name}_{i}`.
+  The block's signature is `block(x, *broadcast, *per_layer) -> (x, y)`; with `scan` the layers share
+  one traced body and their params get a leading "layers" axis; otherwise they are `{name}_{i}`.
+  The last `per_layer_args` arguments are pytrees (or None) with a leading layer axis: layer i gets
+  slice i (e.g. a key/value cache).
   """
   if remat_policy != "none":
     block_cls = nn.remat(block_cls, policy=_REMAT_POLICIES[remat_policy], prevent_cse=not scan)
@@ -141,7 +144,7 @@ def stack_layers(block_cls: type[nn.Module], *, num_layers: int, scan: bool, rem
         block_cls,
         variable_axes={"params": 0},
         split_rngs={"params": True},
-        in_axes=(nn.broadcast,) * broadcast_args,
+        in_axes=(nn.broadcast,) * broadcast_args + (0,) * per_layer_args,
         length=num_layers,
         metadata_params={nn.PARTITION_NAME: S.LAYERS},
     )(name=name, **block_kwargs)
@@ -154,11 +157,14 @@ def stack_layers(block_cls: type[nn.Module], *, num_layers: int, scan: bool, rem
   blocks = [block_cls(name=f"{name}_{i}", **block_kwargs) for i in range(num_layers)]
 
   def run_loop(x, *args):
-    outputs: list[jax.Array] = []
-    for block in blocks:
-      x, y = block(x, *args)
+    shared, per_layer = args[:broadcast_args], args[broadcast_args:]
+    outputs = []
+    for i, block in enumerate(blocks):
+      x, y = block(x, *shared, *jax.tree_util.tree_map(lambda a: a[i], per_layer))
       outputs.append(y)
-    return x, (jnp.stack(outputs) if collect_outputs and outputs else None)
+    if not collect_outputs or not outputs:
+      return x, None
+    return x, jax.tree_util.tree_map(lambda *ys: jnp.stack(ys), *outputs)
   return run_loop
 
 

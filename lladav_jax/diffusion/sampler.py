@@ -1,0 +1,194 @@
+"""The whole masked-diffusion decode as one jitted program (upstream `generate_with_embeds`, batched).
+
+Per call: the prompt (with image features) is embedded once; the answer starts as gen_length
+[MASK]s. Blocks are decoded left to right (`lax.while_loop`, which stops once every row is done);
+inside a block a `lax.while_loop` runs the steps, each one model evaluation, until every row has
+filled its block (or the step budget is spent). A step predicts every masked position of the
+block, and commits per row the quota (`schedule`) of most confident predictions, or those the
+threshold/factor rule accepts (`remasking`). Masks are booleans; rows never influence each other,
+and a row that is done stops changing, so a batch decodes each row exactly as it would alone.
+
+With a KV cache, the step's model evaluation is a full refresh at every block start and every
+`refresh` steps, and otherwise recomputes only a window against the cached keys/values:
+  prefix  the window is the generated region + suffix; the prompt's keys/values are cached
+  dual    the window is the current block; everything else is cached (Fast-dLLM's DualCache)
+With refresh = 1 every step is a full evaluation: the exact decode.
+
+`program(model, settings)` returns the jitted function for those settings; jax caches its
+compilations by shape (batch, prompt bucket, crops), so one compile serves every call of a bucket.
+"""
+
+import collections
+import functools
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from lladav_jax.diffusion import remasking as R
+from lladav_jax.diffusion.denoiser import Denoiser, build_canvas
+from lladav_jax.diffusion.schedule import step_quota
+from lladav_jax.diffusion.settings import SamplerSettings
+from lladav_jax.diffusion.stopping import update_stop
+from lladav_jax.models.layers import dtype_of
+from lladav_jax.models.llada import KVCache
+from lladav_jax.models.lladav import LLaDAV
+
+# Collated prompt arrays the program reads (see models.multimodal_inputs.collate).
+PROMPT_KEYS = ("input_ids", "positions", "segment_ids", "image_mask", "image_index", "image_weight",
+               "pixel_values")
+
+# How many times each program was traced (compiled); tests use it to check the compile cache.
+TRACE_COUNTS: collections.Counter = collections.Counter()
+
+
+@flax.struct.dataclass
+class DecodeState:
+  tokens: jax.Array  # int32 [B, G], the mask id where still masked
+  masked: jax.Array  # bool [B, G]
+  commit_step: jax.Array  # int32 [B, G], the row's step that committed each position (-1: never)
+  stop: jax.Array  # int32 [B], start of the stop sequence in the generated region (G: none)
+  row_steps: jax.Array  # int32 [B], model evaluations the row took part in
+  cache: KVCache | None  # keys/values of the last refresh (2B rows with guidance)
+
+
+@flax.struct.dataclass
+class DecodeResult:
+  tokens: jax.Array  # int32 [B, G]
+  masked: jax.Array  # bool [B, G]; all False before `stop` once decoding ended
+  commit_step: jax.Array  # int32 [B, G]
+  stop: jax.Array  # int32 [B]
+  steps: jax.Array  # int32 [B]
+
+
+def decode(model: LLaDAV, settings: SamplerSettings, params, prompt: dict, prompt_lengths: jax.Array,
+           row_keys: jax.Array) -> DecodeResult:
+  """prompt: collated arrays [B, P, ...]; prompt_lengths: int[B] real tokens; row_keys: key[B].
+
+  `settings` must be resolved (`SamplerSettings.resolve`). Trace with jit (see `program`).
+  """
+  s = settings
+  gen, block = s.gen_length, s.block_length
+  batch = prompt["input_ids"].shape[0]
+  guidance = s.cfg_scale > 0
+  canvas = build_canvas(model, params, prompt, prompt_lengths, gen, s.suffix, model.config.tokens.mask,
+                        guidance)
+  den = Denoiser(model, params, canvas, gen, block, s.vocab_limit)
+  canvas_rows, prompt_len = canvas.prompt_embeds.shape[:2]
+  block_index = jnp.arange(block, dtype=jnp.int32)
+
+  def empty_cache():
+    if s.cache == "none":
+      return None
+    length = prompt_len if s.cache == "prefix" else prompt_len + gen + len(s.suffix)
+    cfg = model.config.text
+    shape = (cfg.num_hidden_layers, canvas_rows, length, cfg.num_key_value_heads, cfg.head_dim)
+    zeros = jnp.zeros(shape, dtype_of(model.compute.dtype))
+    return KVCache(zeros, zeros)
+
+  def evaluate(step, start, gen_embeds, cache):
+    """One model evaluation -> (float32 block logits [2B or B, block, V], cache)."""
+    if s.cache == "none":
+      return den.full(gen_embeds, start, with_cache=False)[0], cache
+
+    def refresh_branch():
+      logits, fresh = den.full(gen_embeds, start, with_cache=True)
+      if s.cache == "prefix":
+        fresh = jax.tree_util.tree_map(lambda a: a[:, :, :prompt_len], fresh)
+      return logits, fresh
+
+    def cached_branch():
+      if s.cache == "prefix":
+        window_start, window_length = prompt_len, gen + len(s.suffix)
+      else:
+        window_start, window_length = prompt_len + start, block
+      return den.window(gen_embeds, cache, window_start, window_length, start), cache
+
+    refresh = step == 0 if s.refresh is None else step % s.refresh == 0
+    return jax.lax.cond(refresh, refresh_branch, cached_branch)
+
+  def block_view(x, start):
+    return jax.lax.dynamic_slice_in_dim(x, start, block, axis=1)
+
+  def decode_block(b, state):
+    start = b * block
+    count = jnp.sum(block_view(state.masked, start), axis=1)  # quota base: masks at the block's start
+
+    def open_masks(st):
+      return block_view(st.masked, start) & (start + block_index < st.stop[:, None])
+
+    def step_cond(carry):
+      step, st = carry
+      return (step < s.max_steps_per_block) & jnp.any(open_masks(st))
+
+    def step_body(carry):
+      step, st = carry
+      eligible = open_masks(st)
+      active = jnp.any(eligible, axis=1)
+      logits, cache = evaluate(step, start, den.generated_embeds(st.tokens, st.masked), st.cache)
+      if guidance:
+        logits = R.guide(logits[:batch], logits[batch:], s.cfg_scale)
+      masked_block = block_view(st.masked, start)
+      logits = R.suppress(logits, masked_block, s.suppressed_ids)
+      token_keys, remask_keys = jax.vmap(R.step_keys)(row_keys, st.row_steps)
+      proposal = R.choose_tokens(logits, s.temperature, token_keys)
+      score = R.confidence(logits, proposal, s.remasking, remask_keys)
+      if s.threshold is not None:
+        commit = R.select_threshold(score, eligible, s.threshold)
+      elif s.factor is not None:
+        commit = R.select_factor(score, eligible, s.factor)
+      else:
+        commit = R.select_top(score, eligible, step_quota(count, s.steps_per_block, step))
+      put = lambda full, part: jax.lax.dynamic_update_slice_in_dim(full, part, start, axis=1)
+      tokens = put(st.tokens, jnp.where(commit, proposal, block_view(st.tokens, start)))
+      masked = put(st.masked, masked_block & ~commit)
+      commit_step = put(st.commit_step, jnp.where(commit, st.row_steps[:, None],
+                                                  block_view(st.commit_step, start)))
+      stop = update_stop(st.stop, tokens, ~masked, s.stop_sequences, s.stop_order)
+      new = DecodeState(tokens=tokens, masked=masked, commit_step=commit_step, stop=stop,
+                        row_steps=st.row_steps + active.astype(jnp.int32), cache=cache)
+      return step + 1, new
+
+    _, state = jax.lax.while_loop(step_cond, step_body, (jnp.int32(0), state))
+    return state
+
+  def blocks_cond(carry):
+    b, st = carry
+    # A row has work left while its stop (if any) lies beyond the block's start.
+    return (b < s.num_blocks) & jnp.any(st.stop > b * block)
+
+  def blocks_body(carry):
+    b, st = carry
+    return b + 1, decode_block(b, st)
+
+  init = DecodeState(
+      tokens=jnp.full((batch, gen), model.config.tokens.mask, jnp.int32),
+      masked=jnp.ones((batch, gen), bool),
+      commit_step=jnp.full((batch, gen), -1, jnp.int32),
+      stop=jnp.full((batch,), gen, jnp.int32),
+      row_steps=jnp.zeros((batch,), jnp.int32),
+      cache=empty_cache())
+  _, final = jax.lax.while_loop(blocks_cond, blocks_body, (jnp.int32(0), init))
+  return DecodeResult(tokens=final.tokens, masked=final.masked, commit_step=final.commit_step,
+                      stop=final.stop, steps=final.row_steps)
+
+
+@functools.lru_cache(maxsize=64)
+def _program(config, compute, settings: SamplerSettings):
+  model = LLaDAV(config, compute)
+  key = (config, compute, settings)
+
+  def run(params, prompt, prompt_lengths, row_keys):
+    TRACE_COUNTS[key] += 1  # runs once per trace, i.e. per compilation
+    return decode(model, settings, params, prompt, prompt_lengths, row_keys)
+  return jax.jit(run)
+
+
+def program(model: LLaDAV, settings: SamplerSettings):
+  """The jitted decode `(params, prompt, prompt_lengths, row_keys) -> DecodeResult` for `settings`
+  (resolved here); one per (model config, compute, settings), compiled once per input shape."""
+  return _program(model.config, model.compute, settings.resolve(model.config))
+
+
+def trace_count(model: LLaDAV, settings: SamplerSettings) -> int:
+  return TRACE_COUNTS[(model.config, model.compute, settings.resolve(model.config))]

@@ -1,0 +1,99 @@
+"""`python -m lladav_jax.generate` end to end on a tiny random LLaDA-V in the Hugging Face layout."""
+
+import dataclasses
+import io
+import json
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from lladav_jax import generate as cli
+from lladav_jax.data.prompts import build_chat_prompt, build_prompt
+from lladav_jax.data.tokenizer import Tokenizer
+from lladav_jax.demo import tokenizer as demo_tokenizer
+from lladav_jax.diffusion.generation import generate
+from lladav_jax.diffusion.settings import SamplerSettings
+from lladav_jax.images import load_image
+from lladav_jax.images.crops import sample_visuals
+from lladav_jax.model_config import ComputeConfig
+from lladav_jax.models.lladav import LLaDAV, model_inputs
+from lladav_jax.models.multimodal_inputs import build_sample, collate
+from tests import tiny
+from tools.convert_weights import key_map
+
+CONFIG = dataclasses.replace(tiny.LLADAV, text=dataclasses.replace(tiny.TEXT, vocab_size=320),
+                             tokens=demo_tokenizer.TOKEN_IDS)
+SETTINGS = ["--gen-length", "8", "--steps", "8", "--block-length", "4"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+  """A LLaDA-V Hugging Face directory: config.json, safetensors, tokenizer files, and an image."""
+  root = tmp_path_factory.mktemp("ckpt")
+  corpus = ["What color is the circle?", "red green blue", "How many squares are there?"]
+  demo_tokenizer.save(root, corpus, vocab_size=300)
+  batch = collate([[build_sample([1, 2], [], CONFIG)]], 4, 1, CONFIG)
+  params = nn.unbox(LLaDAV(CONFIG, tiny.F32).init(jax.random.key(0), **model_inputs(batch)))["params"]
+  tensors = dict(key_map.params_to_hf(jax.device_get(params), key_map.lladav_entries(CONFIG, scan=True)))
+  safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
+                              str(root / "model.safetensors"))
+  (root / "config.json").write_text(json.dumps(CONFIG.to_hf_config()))
+  tiny.random_image(300, 200).save(root / "picture.png")
+  return root
+
+
+def _expected_answer(root, question: str) -> str:
+  """The same decode through the library: upstream's prompt for one image, default settings."""
+  tokenizer = Tokenizer.from_dir(root)
+  visuals = sample_visuals([load_image(root / "picture.png")], CONFIG)
+  sample = build_sample(build_prompt(tokenizer, question, 1), visuals, CONFIG)
+  settings = SamplerSettings(gen_length=8, steps=8, block_length=4, stop_sequences=((CONFIG.tokens.eot,),),
+                             vocab_limit=len(tokenizer))
+  model = LLaDAV(CONFIG, ComputeConfig(scan_layers=True))
+  from lladav_jax import load_pretrained
+  _, params = load_pretrained(root)
+  answers, _ = generate(model, {"params": params}, [sample], settings)
+  return tokenizer.decode([int(t) for t in answers[0]], skip_special_tokens=True).strip()
+
+
+def test_one_question_with_trace(checkpoint, tmp_path, capsys):
+  trace_file = tmp_path / "trace.html"
+  cli.main(["--checkpoint", str(checkpoint), "--image", str(checkpoint / "picture.png"),
+            "--prompt", "What color is the circle?", *SETTINGS, "--trace", "--trace-file", str(trace_file)])
+  out = capsys.readouterr().out.splitlines()
+  assert out[-1] == _expected_answer(checkpoint, "What color is the circle?")
+  assert out[0].startswith("unmasking order")
+  assert 1 <= sum(line.startswith("  ") for line in out) <= 8  # one line per step taken
+  assert trace_file.read_text().lstrip().lower().startswith("<!doctype html")
+
+
+def test_chat_keeps_the_conversation(checkpoint, monkeypatch, capsys):
+  monkeypatch.setattr("sys.stdin", io.StringIO("How many squares are there?\n\n"))
+  session_prompts = []
+  original = cli.build_chat_prompt
+
+  def spy(tokenizer, messages, **kw):
+    session_prompts.append([(m.role, m.content) for m in messages])
+    return original(tokenizer, messages, **kw)
+  monkeypatch.setattr(cli, "build_chat_prompt", spy)
+  cli.main(["--checkpoint", str(checkpoint), "--image", str(checkpoint / "picture.png"), "--chat",
+            "--prompt", "What color is the circle?", *SETTINGS])
+  out = capsys.readouterr().out
+  assert out.count("lladav>") == 2
+  first, second = session_prompts
+  assert first == [("user", "<image>\nWhat color is the circle?")]
+  assert second[:2] == [("user", "<image>\nWhat color is the circle?"), ("assistant", second[1][1])]
+  assert second[2] == ("user", "How many squares are there?")
+  # The image appears once, in the first turn, as upstream's multi-turn prompts have it.
+  ids = build_chat_prompt(Tokenizer.from_dir(checkpoint), [cli.Message(*m) for m in second])
+  assert ids.count(-200) == 1
+
+
+def test_missing_image_and_prompt_are_reported(checkpoint):
+  with pytest.raises(SystemExit, match="image not found: nowhere.png"):
+    cli.main(["--checkpoint", str(checkpoint), "--image", "nowhere.png", "--prompt", "hi"])
+  with pytest.raises(SystemExit):
+    cli.main(["--checkpoint", str(checkpoint)])
