@@ -4,6 +4,7 @@ from ml_collections import ConfigDict
 
 from lladav_jax.model_config import (ComputeConfig, LLaDAConfig, LLaDAVConfig, ProjectorConfig, SiglipConfig,
                                      parse_grid_pinpoints)
+from lladav_jax.tokens import TokenIds
 
 
 def model_config(config: ConfigDict) -> LLaDAVConfig:
@@ -23,6 +24,7 @@ def model_config(config: ConfigDict) -> LLaDAVConfig:
       newline_position=m.newline_position,
       spatial_pool_mode=m.spatial_pool_mode,
       max_length=m.max_length,
+      tokens=TokenIds.from_dict(m.tokens.to_dict()),
   )
 
 

@@ -36,3 +36,49 @@ def test_a_bad_choice_in_a_config_fails_at_load():
     run_config.model_config(config)
   with pytest.raises(ValueError, match="unknown mesh axis 'model'"):
     sharding.normalize_rules([["embed", "model"]])
+
+
+# Paper Table 1 and the upstream scripts: (global batch, trainable parts, lr, vision lr, max length,
+# the stage whose params it starts from).
+RECIPES = {
+    "stage1_projector": (64, ("projector",), 1e-3, None, 8192, "ckpt/stage1_init"),
+    "stage2_si": (256, ("vision", "projector", "language"), 1e-5, 2e-6, 8192, "runs/stage1_projector"),
+    "stage2_ov": (256, ("vision", "projector", "language"), 1e-5, 2e-6, 16384, "runs/stage2_si"),
+    "stage3_reasoning": (256, ("vision", "projector", "language"), 1e-5, 2e-6, 8192, "runs/stage2_ov"),
+    "stage3_mix": (256, ("vision", "projector", "language"), 1e-5, 2e-6, 16384, "runs/stage3_reasoning"),
+    "llava_next_ablation": (128, ("vision", "projector", "language"), 1e-5, 2e-6, 8192, "runs/stage1_projector"),
+}
+
+
+@pytest.mark.parametrize("name", CONFIG_NAMES)
+def test_training_sections_load(name):
+  from lladav_jax.data import data_config
+  from lladav_jax.train import optimizer
+
+  config = importlib.import_module(f"configs.{name}").get_config()
+  assert set(config.optim.trainable) <= set(optimizer.COMPONENTS)
+  rates = optimizer.learning_rates(config.optim)
+  assert all(lr > 0 for lr in rates.values())
+  assert config.train.global_batch_size % config.train.micro_batches == 0
+  assert config.train.data_source in ("pipeline", "synthetic")
+  if config.data.sources:
+    data = data_config(config.data)
+    assert data.sources[0].path.endswith(".json")
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipes_follow_the_paper(name):
+  batch, trainable, lr, vision_lr, max_length, init_from = RECIPES[name]
+  config = importlib.import_module(f"configs.{name}").get_config()
+  assert config.train.global_batch_size == batch
+  assert tuple(config.optim.trainable) == trainable
+  assert config.optim.lr == lr and config.optim.vision_lr == vision_lr
+  assert config.model.max_length == max_length
+  assert config.checkpoint.init_from == init_from
+  assert (config.optim.b1, config.optim.b2, config.optim.eps) == (0.9, 0.999, 1e-8)
+  assert (config.optim.weight_decay, config.optim.max_grad_norm, config.optim.warmup_ratio) == (0.0, 1.0, 0.03)
+  assert config.train.num_epochs == 1
+  stage1 = name == "stage1_projector"
+  assert (config.data.template == "plain") == stage1
+  assert (run_config.model_config(config).is_anyres, run_config.model_config(config).uses_image_newline) == (
+      (not stage1,) * 2)

@@ -1,0 +1,104 @@
+"""The masked-diffusion training objective of LLaDA-V (paper Eq. 1, upstream `LLaDAModelLM.forward`).
+
+Per sample, t ~ U(0, 1) and p = (1 - eps) t + eps. Every supervised token (label != IGNORE_LABEL)
+is replaced by [MASK] with probability p; prompt and image tokens stay clean. The loss is
+
+    sum over samples s of  [ sum over masked tokens i of s:  CE_i / p_s ]  /  n_s
+    -------------------------------------------------------------------------
+                               number of samples
+
+with n_s the number of supervised tokens of sample s. With one sample per row this is upstream's
+formula exactly (it divides by the batch size). A packed row holds several samples (segments): each
+is normalised by its own n_s, draws its own t, and counts once in the denominator.
+
+Upstream finds the masked positions by comparing embeddings with the [MASK] embedding, so a
+supervised token that already is [MASK] in the data counts as masked whatever the draw; `corrupt`
+does the same. [MASK] replaces the token id before embedding, which equals upstream's replacement
+of the embedding because supervised positions are never image positions.
+
+The loss is returned as (numerator, number of samples) so that gradient accumulation can add
+numerators over micro-batches and divide once: the result cannot depend on the split.
+"""
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from lladav_jax.tokens import IGNORE_LABEL
+
+MASK_EPS = 1e-3  # upstream forward_process_embeds(eps=1e-3)
+
+
+@flax.struct.dataclass
+class Corruption:
+  """Which tokens are masked, and the masking probability p of each token's sample."""
+
+  masked: jax.Array  # bool [B, L]
+  p_mask: jax.Array  # float32 [B, L]
+
+
+def supervised_mask(labels: jax.Array, segment_ids: jax.Array) -> jax.Array:
+  """bool [B, L]: tokens that carry a target (padding, segment 0, never does)."""
+  return (labels != IGNORE_LABEL) & (segment_ids > 0)
+
+
+def sample_starts(segment_ids: jax.Array) -> jax.Array:
+  """bool [B, L]: first token of each packed sample (segments are contiguous runs of one id > 0)."""
+  previous = jnp.pad(segment_ids[:, :-1], ((0, 0), (1, 0)), constant_values=0)
+  return (segment_ids > 0) & (segment_ids != previous)
+
+
+def num_samples(segment_ids: jax.Array) -> jax.Array:
+  """Number of samples (segments) in a batch: int32 scalar."""
+  return jnp.sum(sample_starts(segment_ids), dtype=jnp.int32)
+
+
+def corrupt(rng: jax.Array, input_ids: jax.Array, labels: jax.Array, segment_ids: jax.Array, *,
+            mask_id: int, eps: float = MASK_EPS) -> tuple[jax.Array, Corruption]:
+  """Draws t per sample and masks supervised tokens with probability p = (1 - eps) t + eps.
+
+  input_ids, labels, segment_ids: int32 [B, L]. Returns the noisy ids (masked tokens -> mask_id)
+  and the Corruption. A sample's t is the draw at its segment index, so packed samples get their
+  own t, and one sample per row gets one t per row as upstream.
+  """
+  b, length = input_ids.shape
+  t_key, mask_key = jax.random.split(rng)
+  t_table = jax.random.uniform(t_key, (b, length), jnp.float32)
+  t = jnp.take_along_axis(t_table, jnp.clip(segment_ids - 1, 0, length - 1), axis=1)
+  p_mask = (1.0 - eps) * t + eps
+  draw = jax.random.uniform(mask_key, (b, length), jnp.float32)
+  masked = ((draw < p_mask) | (input_ids == mask_id)) & supervised_mask(labels, segment_ids)
+  noisy_ids = jnp.where(masked, jnp.asarray(mask_id, input_ids.dtype), input_ids)
+  return noisy_ids, Corruption(masked=masked, p_mask=p_mask)
+
+
+def tokens_per_sample(weights: jax.Array, segment_ids: jax.Array) -> jax.Array:
+  """For each token, the sum of `weights` over its own sample: [B, L] (0 at padding)."""
+  length = segment_ids.shape[1]
+
+  def one_row(w, seg):
+    totals = jax.ops.segment_sum(w, seg, num_segments=length + 1)
+    return totals[seg]
+
+  return jax.vmap(one_row)(weights, segment_ids)
+
+
+def diffusion_loss_terms(logits: jax.Array, labels: jax.Array, segment_ids: jax.Array,
+                         corruption: Corruption) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Numerator of the loss (sum over samples of their normalised masked CE) and token counts.
+
+  logits: [B, L, V] (cast to float32 for the cross-entropy, as upstream); labels, segment_ids:
+  int32 [B, L]. Divide the numerator by `num_samples` of the whole batch for the loss.
+  """
+  supervised = supervised_mask(labels, segment_ids)
+  n_supervised = tokens_per_sample(supervised.astype(jnp.float32), segment_ids)
+  logits = logits.astype(jnp.float32)
+  log_z = jax.nn.logsumexp(logits, axis=-1)
+  target = jnp.take_along_axis(logits, jnp.where(supervised, labels, 0)[..., None], axis=-1)[..., 0]
+  cross_entropy = log_z - target
+  masked = corruption.masked & supervised
+  weight = jnp.where(masked, 1.0 / (corruption.p_mask * jnp.maximum(n_supervised, 1.0)), 0.0)
+  numerator = jnp.sum(jnp.where(masked, cross_entropy, 0.0) * weight)
+  counts = dict(masked_tokens=jnp.sum(masked, dtype=jnp.int32),
+                supervised_tokens=jnp.sum(supervised, dtype=jnp.int32))
+  return numerator, counts

@@ -1,0 +1,104 @@
+"""Scaling report: the real 8B train step AOT-compiled for a simulated mesh of N devices.
+
+  python tools/plan.py --devices 64 [--config configs/stage2_si.py --seq_len 8192 --crops 10
+                        --micro_batches 4 --mesh data=1,fsdp=64,tensor=1]
+
+N CPU devices stand in for accelerators (XLA_FLAGS=--xla_force_host_platform_device_count=N): the
+step is lowered on abstract inputs (nothing is allocated) and compiled with XLA's SPMD partitioner,
+then the per-device bytes are read off the shardings (params, optimiser state) and the compiled
+program (temporaries: activations, gradients, workspace). FLOPs are the analytic count of
+lladav_jax.train.metrics (XLA's cost analysis counts one iteration of each loop, so it cannot count a
+scanned step). The CPU compiler's buffer assignment stands in for the accelerator's; treat the
+temporaries as an estimate.
+"""
+
+import argparse
+import importlib
+import os
+import sys
+import time
+
+
+def parse_args():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--devices", type=int, required=True)
+  parser.add_argument("--config", default="configs/stage2_si.py")
+  parser.add_argument("--seq_len", type=int, default=8192)
+  parser.add_argument("--crops", type=int, default=10, help="crop slots per row (vision tower input)")
+  parser.add_argument("--micro_batches", type=int, default=0, help="0: one row per device per micro-batch")
+  parser.add_argument("--mesh", default="", help="e.g. data=2,fsdp=32,tensor=1 (default: all fsdp)")
+  parser.add_argument("--remat", default="", help="override compute.remat_policy")
+  return parser.parse_args()
+
+
+def main():
+  args = parse_args()
+  os.environ["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={args.devices} "
+                             "--xla_cpu_enable_concurrency_optimized_scheduler=false")
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+  import flax.linen as nn
+  import jax
+  import numpy as np
+
+  from lladav_jax import run_config
+  from lladav_jax.train import loop, metrics
+
+  module = importlib.import_module(args.config.replace("/", ".").removesuffix(".py"))
+  config = module.get_config()
+  if args.mesh:
+    config.mesh.update({k: int(v) for k, v in (kv.split("=") for kv in args.mesh.split(","))})
+  else:
+    config.mesh.update(dict(data=1, fsdp=-1, tensor=1))
+  if args.remat:
+    config.compute.remat_policy = args.remat
+  batch = config.train.global_batch_size
+  config.train.micro_batches = args.micro_batches or max(1, batch // args.devices)
+  model_config = run_config.model_config(config)
+
+  start = time.perf_counter()
+  plan = loop.plan(config, total_steps=1000)
+  shardings = plan.state_shardings
+
+  def per_device_bytes(tree, tree_shardings):
+    total = 0
+    for leaf, sharding in zip(jax.tree.leaves(tree), jax.tree.leaves(tree_shardings)):
+      total += int(np.prod(sharding.shard_shape(leaf.shape))) * leaf.dtype.itemsize
+    return total
+
+  abstract = plan.abstract_state
+  params_bytes = per_device_bytes(abstract.params, shardings.params)
+  opt_bytes = per_device_bytes(abstract.opt_state, shardings.opt_state)
+  spec = loop.batch_spec(config, model_config, args.seq_len, args.crops)
+  batch_in = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=plan.batch_shardings[k]) for k, v in spec.items()}
+  state_in = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+  with jax.set_mesh(plan.mesh), nn.logical_axis_rules(plan.rules):
+    lowered = plan.train_step.jitted.lower(state_in, batch_in)
+  compiled = lowered.compile()
+  seconds = time.perf_counter() - start
+  memory = compiled.memory_analysis()
+  analytic = metrics.step_flops(model_config, batch, args.seq_len, args.crops, config.optim.trainable)
+  batch_bytes = per_device_bytes(list(spec.values()), [plan.batch_shardings[k] for k in spec])
+
+  gib = 2 ** 30
+  mesh = dict(plan.mesh.shape)
+  print(f"config {args.config}: {sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params)) / 1e9:.2f}B "
+        f"params ({config.compute.param_dtype} master, {config.compute.dtype} compute, remat "
+        f"{config.compute.remat_policy}), trainable {tuple(config.optim.trainable)}")
+  print(f"mesh {mesh} on {args.devices} simulated devices; global batch {batch} x {args.seq_len} tokens, "
+        f"{args.crops} crops per row, {config.train.micro_batches} micro-batches "
+        f"({batch // config.train.micro_batches // max(1, args.devices // mesh['tensor'])} rows per device each)")
+  print(f"compile: {seconds:.0f} s")
+  print(f"per device: params {params_bytes / gib:.2f} GiB, optimiser state {opt_bytes / gib:.2f} GiB, "
+        f"batch {batch_bytes / gib:.2f} GiB, temporaries (activations, gradients, workspace) "
+        f"{memory.temp_size_in_bytes / gib:.2f} GiB")
+  print(f"per device total: {(params_bytes + opt_bytes + batch_bytes + memory.temp_size_in_bytes) / gib:.2f} GiB "
+        f"(compiled: arguments {memory.argument_size_in_bytes / gib:.2f} GiB, outputs "
+        f"{memory.output_size_in_bytes / gib:.2f} GiB, aliased {memory.alias_size_in_bytes / gib:.2f} GiB)")
+  print(f"FLOPs per step: {analytic:.3e} (model FLOPs: forward + backward, full bidirectional attention, "
+        f"remat recomputation not counted), {analytic / args.devices:.3e} per device")
+
+
+if __name__ == "__main__":
+  main()
