@@ -9,7 +9,7 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(VENV)/bin/pip install --quiet -r requirements-test.txt
 	touch $@
 
-.PHONY: test test-all bench-forward
+.PHONY: test test-all bench-forward bench-convert bench-sampler bench-data bench-train-step plan
 
 ## Fast test suite (what CI runs).
 test: $(VENV)/.installed
@@ -22,3 +22,24 @@ test-all: $(VENV)/.installed
 ## Forward throughput against transformers' torch Llama (CPU).
 bench-forward: $(VENV)/.installed
 	$(PY) bench/forward.py
+
+## Peak memory and throughput of weight conversion (1.2 GB synthetic checkpoint, deleted afterwards).
+bench-convert: $(VENV)/.installed
+	$(PY) bench/convert.py
+
+## Decoding throughput: jitted sampler (cache, threshold) vs a per-step Python loop (CPU).
+bench-sampler: $(VENV)/.installed
+	$(PY) bench/sampler.py
+
+## Data pipeline throughput (anyres_max_4 on 640x480 JPEGs, 1 and 2 workers).
+bench-data: $(VENV)/.installed
+	$(PY) bench/data.py
+
+## Train-step time against a straightforward torch step (CPU).
+bench-train-step: $(VENV)/.installed
+	$(PY) bench/train_step.py
+
+## 8B train step compiled for simulated 64- and 256-device meshes (docs/scaling.md).
+plan: $(VENV)/.installed
+	$(PY) tools/plan.py --devices 64
+	$(PY) tools/plan.py --devices 256 --mesh data=2,fsdp=128,tensor=1
