@@ -9,7 +9,7 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(VENV)/bin/pip install --quiet -r requirements-test.txt
 	touch $@
 
-.PHONY: test test-all bench-forward bench-convert bench-sampler bench-data bench-train-step plan
+.PHONY: test test-all bench-forward bench-convert bench-sampler bench-data bench-train-step bench-eval plan
 
 ## Fast test suite (what CI runs).
 test: $(VENV)/.installed
@@ -38,6 +38,10 @@ bench-data: $(VENV)/.installed
 ## Train-step time against a straightforward torch step (CPU).
 bench-train-step: $(VENV)/.installed
 	$(PY) bench/train_step.py
+
+## Evaluation throughput: batch 1 vs 16, KV cache and threshold decoding (CPU).
+bench-eval: $(VENV)/.installed
+	$(PY) bench/eval.py
 
 ## 8B train step compiled for simulated 64- and 256-device meshes (docs/scaling.md).
 plan: $(VENV)/.installed

@@ -37,6 +37,7 @@ def get_config() -> ConfigDict:
       rope_theta=500000.0,
       rms_norm_eps=1e-5,
       max_position_embeddings=16384,
+      initializer_range=0.02,  # std of a random init of the language tower's weights
   ))
   # Vision tower (SigLIP2 so400m-patch14-384); num_hidden_layers is the tower's full depth.
   model.vision = ConfigDict(dict(

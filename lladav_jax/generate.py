@@ -36,6 +36,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--prompt", help="the question (without --chat: required)")
   p.add_argument("--system-prompt", help="replace upstream's default system prompt")
   p.add_argument("--think", choices=["think", "no_think"], help="append the stage-3 /think or /no_think tag")
+  p.add_argument("--keep-image-newline", action="store_true",
+                 help="keep the \"\\n\" after <image> as training does (upstream's inference drops it)")
   p.add_argument("--gen-length", type=int, default=128)
   p.add_argument("--steps", type=int, default=128)
   p.add_argument("--block-length", type=int, default=128)
@@ -102,7 +104,8 @@ class Session:
     if self.args.think:
       question += THINK_TAGS[self.args.think]
     messages = self.messages + [Message(USER, question)]
-    ids = build_chat_prompt(self.tokenizer, messages, system_prompt=self.args.system_prompt)
+    ids = build_chat_prompt(self.tokenizer, messages, system_prompt=self.args.system_prompt,
+                            keep_image_newline=self.args.keep_image_newline)
     sample = build_sample(ids, self.visuals, self.config, sample_id="prompt")
     answers, trace = generate(self.model, self.params, [sample], self.settings, seed=self.args.seed)
     tokens = [int(t) for t in answers[0]]

@@ -3,13 +3,15 @@
     config, params = load_pretrained("ckpt/lladav-8b", mesh=mesh, rules=rules)
     logits = LLaDAV(config, compute).apply({"params": params}, **inputs)
 
-`path` is either a checkpoint written by `python -m tools.convert_weights` (see docs/convert.md) or
-a LLaDA-V (`llava_llada`) Hugging Face directory, converted on the fly. With a mesh, every array
+`path` is a checkpoint written by `python -m tools.convert_weights` (see docs/convert.md), a
+LLaDA-V (`llava_llada`) Hugging Face directory, converted on the fly, or a training workdir
+(`python -m lladav_jax.train`: its latest checkpoint's params). With a mesh, every array
 is created directly in the sharding that the model's logical axis names and `rules` give it, and
 each process reads only the parts its devices hold (orbax chunks, or safetensors slices). Without
 one, arrays land on the first local device.
 """
 
+import json
 import pathlib
 from typing import Any, NamedTuple, Sequence
 
@@ -23,6 +25,7 @@ from jax.sharding import Mesh, SingleDeviceSharding
 from lladav_jax import sharding
 from lladav_jax.model_config import ComputeConfig, LLaDAVConfig
 from lladav_jax.models.lladav import LLaDAV, abstract_inputs
+from lladav_jax.train import checkpointing
 from tools.convert_weights import checkpoint_dir, layouts, orbax_io
 from tools.convert_weights.plan import build_plan, stored_tree_problems
 from tools.convert_weights.problems import ConversionError
@@ -90,6 +93,27 @@ def _load_hf(path: pathlib.Path, scan_layers: bool, dtype, mesh, rules, vision_c
   return Pretrained(config, traverse_util.unflatten_dict(params))
 
 
+def _load_workdir(path: pathlib.Path, scan_layers: bool, dtype, mesh, rules) -> Pretrained:
+  """The latest params of a training workdir (`python -m lladav_jax.train`)."""
+  from ml_collections import ConfigDict
+  info = json.loads((path / checkpointing.WORKDIR_INFO).read_text())
+  if bool(info["scan_layers"]) != scan_layers:
+    raise ValueError(f"{path} was trained with scan_layers={info['scan_layers']}; load it with that layout")
+  config = LLaDAVConfig.from_hf_config(json.loads((path / checkpointing.WORKDIR_CONFIG).read_text()))
+  targets = param_shardings(config, scan_layers, mesh, rules)
+  abstract = traverse_util.unflatten_dict({p: jax.ShapeDtypeStruct(t.shape, t.dtype) for p, t in targets.items()})
+  shardings = traverse_util.unflatten_dict({p: t.sharding for p, t in targets.items()})
+  source = checkpointing.Checkpointer(str(path), ConfigDict(dict(every_steps=1, keep=None, async_save=False)),
+                                      read_only=True)
+  try:
+    params = source.restore_params(abstract, shardings)
+  finally:
+    source.close()
+  if dtype is not None:
+    params = jax.tree.map(lambda x: x.astype(dtype), params)
+  return Pretrained(config, params)
+
+
 def load_pretrained(path: str | pathlib.Path, *, scan_layers: bool = True, dtype=None, mesh: Mesh | None = None,
                     rules: Sequence | None = None, vision_config: dict | None = None) -> Pretrained:
   """Loads (config, params) from a converted checkpoint or a LLaDA-V Hugging Face directory.
@@ -103,8 +127,10 @@ def load_pretrained(path: str | pathlib.Path, *, scan_layers: bool = True, dtype
     vision_config: the vision tower's config.json contents, for a Hugging Face directory whose
       mm_vision_tower is neither local nor a known tower.
   """
-  path = pathlib.Path(path).expanduser()
+  path = pathlib.Path(path).expanduser().absolute()
   dtype = None if dtype is None else jnp.dtype(dtype)
+  if (path / checkpointing.WORKDIR_INFO).is_file():
+    return _load_workdir(path, scan_layers, dtype, mesh, rules)
   if checkpoint_dir.is_checkpoint(path) or (path / checkpoint_dir.PARAMS_DIR).exists():
     return _load_converted(path, scan_layers, dtype, mesh, rules)
   if (path / layouts.CONFIG_FILE).is_file():

@@ -17,17 +17,30 @@ def dtype_of(name: str) -> Dtype:
 
 
 def dense(features: int, axes: tuple[str, str], *, name: str, use_bias: bool, dtype: Dtype,
-          param_dtype: Dtype, stddev: float = 0.02) -> nn.Dense:
-  """A Dense layer whose kernel [in, out] and bias [out] carry logical axis names."""
+          param_dtype: Dtype, stddev: float = 0.02, kernel_init=None, bias_init=None) -> nn.Dense:
+  """A Dense layer whose kernel [in, out] and bias [out] carry logical axis names.
+
+  Default init: kernel normal(stddev) (LLaMA's), bias zeros; pass initializers to change them.
+  """
   return nn.Dense(
       features,
       use_bias=use_bias,
       dtype=dtype,
       param_dtype=param_dtype,
-      kernel_init=nn.with_logical_partitioning(nn.initializers.normal(stddev), axes),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axes[1],)),
+      kernel_init=nn.with_logical_partitioning(kernel_init or nn.initializers.normal(stddev), axes),
+      bias_init=nn.with_logical_partitioning(bias_init or nn.initializers.zeros_init(), (axes[1],)),
       name=name,
   )
+
+
+# torch.nn.Linear's default init (kaiming_uniform(a=sqrt(5)) weights, U(+-1/sqrt(fan_in)) bias):
+# what upstream's freshly built projector starts from.
+TORCH_LINEAR_KERNEL_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_linear_bias_init(fan_in: int):
+  bound = fan_in ** -0.5
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
 class Embed(nn.Module):

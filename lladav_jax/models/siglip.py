@@ -14,6 +14,9 @@ from lladav_jax.models import layers as L
 from lladav_jax.model_config import ComputeConfig, SiglipConfig
 
 _TOKENS = (S.ACT_BATCH, S.ACT_LENGTH, S.ACT_EMBED)
+# SigLIP's own init for attention and MLP weights (transformers' SiglipPreTrainedModel), so that a
+# tower trained from scratch starts at a sensible scale.
+_XAVIER = nn.initializers.xavier_uniform()
 
 
 class SiglipEmbeddings(nn.Module):
@@ -52,7 +55,7 @@ class SiglipAttention(nn.Module):
     cfg, dtype, pdt = self.config, L.dtype_of(self.compute.dtype), L.dtype_of(self.compute.param_dtype)
     n, length, width = x.shape
     heads = cfg.num_attention_heads
-    kw = dict(use_bias=True, dtype=dtype, param_dtype=pdt)
+    kw = dict(use_bias=True, dtype=dtype, param_dtype=pdt, kernel_init=_XAVIER)
     split = lambda t: L.constrain(t.reshape(n, length, heads, width // heads),
                                   (S.ACT_BATCH, S.ACT_LENGTH, S.ACT_HEADS, S.ACT_KV))
     q = split(L.dense(width, (S.EMBED, S.HEADS), name="q_proj", **kw)(x))
@@ -69,7 +72,7 @@ class SiglipMLP(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     cfg, dtype, pdt = self.config, L.dtype_of(self.compute.dtype), L.dtype_of(self.compute.param_dtype)
-    kw = dict(use_bias=True, dtype=dtype, param_dtype=pdt)
+    kw = dict(use_bias=True, dtype=dtype, param_dtype=pdt, kernel_init=_XAVIER)
     h = L.dense(cfg.intermediate_size, (S.EMBED, S.MLP), name="fc1", **kw)(x)
     h = L.constrain(nn.gelu(h, approximate=True), (S.ACT_BATCH, S.ACT_LENGTH, S.ACT_MLP))
     return L.dense(cfg.hidden_size, (S.MLP, S.EMBED), name="fc2", **kw)(h)

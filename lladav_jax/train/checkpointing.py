@@ -13,6 +13,7 @@ an earlier stage's params alone.
 
 import dataclasses
 import json
+import os
 from typing import Any
 
 import jax
@@ -80,7 +81,7 @@ class Checkpointer:
   """Saves and restores TrainState + data-iterator state under `workdir/checkpoints`."""
 
   def __init__(self, workdir: str, options: ConfigDict, *, read_only: bool = False):
-    self.directory = epath.Path(workdir) / CHECKPOINT_DIR
+    self.directory = epath.Path(os.path.abspath(workdir)) / CHECKPOINT_DIR  # orbax needs absolute paths
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
@@ -142,3 +143,24 @@ class Checkpointer:
 
 def is_training_workdir(path: str) -> bool:
   return (epath.Path(path) / CHECKPOINT_DIR).is_dir()
+
+
+# What makes a workdir loadable without its run config: the model's config.json, the parameter
+# layout, and a copy of the tokenizer (see `describe_workdir`, `lladav_jax.load_pretrained`).
+WORKDIR_CONFIG = "config.json"
+WORKDIR_INFO = "lladav_workdir.json"
+WORKDIR_TOKENIZER = "tokenizer"
+
+
+def describe_workdir(workdir: str, model_config, scan_layers: bool, tokenizer_dir: str | None) -> None:
+  """Writes config.json, lladav_workdir.json and tokenizer/ into `workdir` (process 0 only)."""
+  import shutil
+  root = epath.Path(workdir)
+  (root / WORKDIR_CONFIG).write_text(json.dumps(model_config.to_hf_config(), indent=1))
+  (root / WORKDIR_INFO).write_text(json.dumps({"scan_layers": bool(scan_layers)}))
+  if tokenizer_dir and os.path.isfile(os.path.join(tokenizer_dir, "tokenizer.json")):
+    target = root / WORKDIR_TOKENIZER
+    target.mkdir(exist_ok=True)
+    for name in os.listdir(tokenizer_dir):
+      if name.startswith(("tokenizer", "special_tokens")) and os.path.isfile(os.path.join(tokenizer_dir, name)):
+        shutil.copy2(os.path.join(tokenizer_dir, name), str(target / name))

@@ -188,6 +188,8 @@ def train(config: ConfigDict, workdir: str) -> dict[int, dict]:
   if main_process:
     log.info("%s; step %d of %d on %d devices (%d processes)", origin, step, p.total_steps,
              jax.device_count(), jax.process_count())
+    checkpointing.describe_workdir(workdir, model_config, config.compute.scan_layers,
+                                   config.train.tokenizer_dir or None)
 
   writer = M.MetricWriter(workdir, enabled=main_process)
   peak = M.peak_flops_per_device(jax.devices()[0], config.train.peak_flops_per_device)

@@ -1,0 +1,133 @@
+"""lmms-eval model `lladav_jax`: LLaDA-V through the batched JAX sampler (optional extra).
+
+    pip install lmms-eval          # not a dependency of lladav_jax
+    lmms-eval --model lladav_jax --model_args pretrained=/ckpt/lladav-8b,batch_size=16 \\
+        --tasks mmstar --gen_kwargs '{"gen_length":2,"block_length":2,"gen_steps":2,"think_mode":"no_think"}'
+
+lmms-eval finds the model through the entry point group "lmms_eval.models" (pyproject:
+`lladav_jax = "lladav_jax.eval.lmms_adapter:manifest"`); `simple_evaluate(model=LLaDAVJax(...))`
+works without it. The requests are answered as upstream's `llava_onevision_llada` wrapper answers
+them (the same prompt, think tag, stop strings and clean-up) but in batches: requests with equal
+generation kwargs are planned into bucketed batches and decoded by one jitted program per shape.
+Generation only: `loglikelihood` and multi-round generation are not provided.
+"""
+
+import json
+from typing import Any
+
+try:
+  from lmms_eval.api.model import lmms
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+  raise ImportError("lladav_jax.eval.lmms_adapter needs lmms-eval (pip install lmms-eval)") from e
+
+from PIL import Image
+
+from lladav_jax.eval import planning
+from lladav_jax.eval.runner import BatchRunner, answer_text, default_mesh_and_params, task_settings
+from lladav_jax.eval.tasks.base import Decoding, Record
+
+MODEL_NAME = "lladav_jax"
+
+
+def _int(value, default):
+  return default if value is None else int(value)
+
+
+def decoding_from_kwargs(gen_kwargs: dict) -> tuple[Decoding, dict]:
+  """(Decoding, other sampler fields) from lmms-eval generation kwargs, with the upstream wrapper's
+  defaults (2 tokens, block 2, 2 steps; `gen_steps` names the steps; `stopping_criteria` a string or
+  list; `think_mode`)."""
+  gen = _int(gen_kwargs.get("gen_length"), 2)
+  steps = _int(gen_kwargs.get("steps", gen_kwargs.get("gen_steps")), 2)
+  stops = gen_kwargs.get("stopping_criteria") or ()
+  stops = (stops,) if isinstance(stops, str) else tuple(s for s in stops if s != "<|eot_id|>")
+  think = gen_kwargs.get("think_mode")
+  decoding = Decoding(gen_length=gen, steps=steps, block_length=_int(gen_kwargs.get("block_length"), 2),
+                      stops=stops, think=think if think in ("think", "no_think") else None)
+  extra = {"temperature": float(gen_kwargs.get("temperature") or 0.0), "cfg_scale": float(gen_kwargs.get("cfg") or 0.0),
+           "remasking": gen_kwargs.get("remasking") or "low_confidence"}
+  return decoding, extra
+
+
+class LLaDAVJax(lmms):
+  """model_args: pretrained (checkpoint), batch_size, dtype, mesh ("data=-1"), stop_order
+  ("upstream"), cache / refresh / threshold (sampler speed-ups), seed, tokenizer."""
+
+  def __init__(self, pretrained: str, batch_size: int | str = 16, dtype: str | None = None, mesh: str = "data=-1",
+               stop_order: str = "upstream", cache: str = "none", refresh: int | str | None = None,
+               threshold: float | str | None = None, seed: int | str = 0, tokenizer: str | None = None,
+               **kwargs: Any):
+    super().__init__()
+    import jax
+    from lladav_jax import load_pretrained, sharding
+    from lladav_jax.eval.__main__ import parse_mesh
+    from lladav_jax.generate import find_tokenizer
+    from lladav_jax.model_config import ComputeConfig
+    from lladav_jax.models.lladav import LLaDAV
+    if kwargs:
+      raise ValueError(f"{MODEL_NAME}: unknown model_args {sorted(kwargs)}")
+    dtype = dtype or ("float32" if jax.default_backend() == "cpu" else "bfloat16")
+    self._mesh = sharding.create_mesh(parse_mesh(mesh))
+    self._rules = sharding.DEFAULT_LOGICAL_AXIS_RULES
+    config, params = load_pretrained(pretrained, mesh=self._mesh, rules=self._rules, dtype=dtype)
+    self._model = LLaDAV(config, ComputeConfig(dtype=dtype, param_dtype=dtype, scan_layers=True))
+    self._mesh, self._params = default_mesh_and_params(self._model, {"params": params}, self._mesh)
+    self._tokenizer = find_tokenizer(pretrained, tokenizer)
+    self._tokenizer.check_token_ids(config.tokens)
+    self.batch_size_per_gpu = int(batch_size)
+    self._speed = {"cache": cache, "refresh": None if refresh in (None, "") else int(refresh),
+                   "threshold": None if threshold in (None, "") else float(threshold)}
+    self._stop_order, self._seed = stop_order, int(seed)
+
+  @property
+  def batch_size(self):
+    return self.batch_size_per_gpu
+
+  def generate_until(self, requests) -> list[str]:
+    """Answers in request order; requests are grouped by their generation kwargs."""
+    groups: dict[str, list[int]] = {}
+    for i, request in enumerate(requests):
+      groups.setdefault(json.dumps(request.args[1], sort_keys=True, default=str), []).append(i)
+    answers = [""] * len(requests)
+    for key, members in groups.items():
+      decoding, extra = decoding_from_kwargs(json.loads(key))
+      settings = task_settings(decoding, self._tokenizer, self._model.config.tokens.eot,
+                               stop_order=self._stop_order, **extra, **self._speed)
+      prompts = [planning.probe(self._record(i, requests[i]), self._tokenizer, self._model.config, decoding.think)
+                 for i in members]
+      runner = BatchRunner(self._model, self._params, settings, self._mesh, self._rules, self.batch_size,
+                           self._seed)
+      for batch in planning.plan_batches(prompts, self.batch_size):
+        for row in runner.run(batch):
+          if row.error:
+            raise ValueError(f"{MODEL_NAME}: request {row.prompt.record.id}: {row.error}")
+          answers[row.prompt.record.index] = answer_text(self._tokenizer, row.tokens)
+    return answers
+
+  def _record(self, position: int, request) -> Record:
+    context, _, doc_to_visual, doc_id, task, split = request.args[:6]
+    visuals = doc_to_visual(self.task_dict[task][split][doc_id]) or []
+    for v in visuals:
+      if not isinstance(v, Image.Image):
+        raise ValueError(f"{MODEL_NAME}: {task} doc {doc_id} has a {type(v).__name__} visual; only images are "
+                         "supported")
+    return Record(position, f"{task}/{split}/{doc_id}", context, tuple(visuals), None)
+
+  def loglikelihood(self, requests):
+    raise NotImplementedError(f"{MODEL_NAME} answers generation tasks only (no log-likelihood)")
+
+  def generate_until_multi_round(self, requests):
+    raise NotImplementedError(f"{MODEL_NAME} answers single-round generation tasks only")
+
+
+def manifest():
+  """The lmms-eval (>= 0.5) entry-point payload: `lladav_jax` -> LLaDAVJax."""
+  from lmms_eval.models.registry_v2 import ModelManifest
+  return ModelManifest(model_id=MODEL_NAME, simple_class_path=f"{__name__}.LLaDAVJax")
+
+
+try:  # lmms-eval releases before the manifest registry: the decorator registry
+  from lmms_eval.api.registry import register_model
+  register_model(MODEL_NAME)(LLaDAVJax)
+except (ImportError, AttributeError):  # pragma: no cover
+  pass

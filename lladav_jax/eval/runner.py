@@ -1,0 +1,188 @@
+"""Decoding planned batches on the device mesh, across processes.
+
+Every process runs the same jitted decode on a global batch: process p prepares only its own rows
+(decodes their images, builds their crops), the rows become one global array sharded over the
+mesh's batch axes, and the answers are gathered so that process 0 can score and write them. A row
+whose image turns out to be undecodable is replaced by a one-token filler row and reported.
+"""
+
+import collections
+import dataclasses
+import functools
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from PIL import Image
+
+from lladav_jax import sharding
+from lladav_jax.data.tokenizer import Tokenizer
+from lladav_jax.diffusion import sampler
+from lladav_jax.diffusion.settings import SamplerSettings
+from lladav_jax.eval.planning import Batch, Prompt
+from lladav_jax.eval.tasks.base import Decoding
+from lladav_jax.images import ImageDecodeError, load_image
+from lladav_jax.images.crops import sample_visuals
+from lladav_jax.images.loading import to_rgb
+from lladav_jax.models.lladav import LLaDAV
+from lladav_jax.models.multimodal_inputs import Sample, SampleError, build_sample, collate
+from lladav_jax.train import multihost
+
+# Traces (compilations) of each evaluation program; tests read it to count compiled shapes.
+TRACE_COUNTS: collections.Counter = collections.Counter()
+_MESSAGE_BYTES = 512
+
+
+def task_settings(decoding: Decoding, tokenizer: Tokenizer, eot_id: int, *, stop_order: str = "upstream",
+                  **changes) -> SamplerSettings:
+  """Sampler settings for a task as upstream's lmms-eval wrapper decodes it: the task's stop strings
+  then `<|eot_id|>`, in that order (`stop_order="upstream"` scans them as upstream does), and only the
+  tokenizer's ids (`vocab_limit`). `changes` replace any field (e.g. cache="dual")."""
+  stops = []
+  for text in decoding.stops:
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if not ids:
+      raise ValueError(f"stop string {text!r} encodes to no tokens")
+    stops.append(tuple(ids))
+  stops.append((eot_id,))
+  settings = SamplerSettings(gen_length=decoding.gen_length, steps=decoding.steps,
+                             block_length=decoding.block_length, stop_sequences=tuple(stops),
+                             stop_order=stop_order, vocab_limit=len(tokenizer))
+  return dataclasses.replace(settings, **changes)
+
+
+def answer_text(tokenizer: Tokenizer, tokens) -> str:
+  """The answer as upstream's wrapper returns it: special tokens skipped, one trailing "." dropped,
+  then stripped."""
+  text = tokenizer.decode([int(t) for t in tokens], skip_special_tokens=True)
+  if text.endswith("."):
+    text = text[:-1]
+  return text.strip()
+
+
+@functools.lru_cache(maxsize=64)
+def _program(config, compute, settings: SamplerSettings, seed: int):
+  model = LLaDAV(config, compute)
+  key = (config, compute, settings, seed)
+
+  def run(params, prompt, prompt_lengths, record_indices):
+    TRACE_COUNTS[key] += 1
+    # A row's random key depends on its record only, so its answer does not depend on its batch.
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(record_indices)
+    return sampler.decode(model, settings, params, prompt, prompt_lengths, keys)
+  return jax.jit(run)
+
+
+def trace_count() -> int:
+  return sum(TRACE_COUNTS.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class RowResult:
+  prompt: Prompt
+  tokens: np.ndarray  # int32 answer ids, cut before the stop
+  steps: int  # model evaluations the row took part in
+  stopped: bool
+  error: str  # "" when the row was decoded
+
+
+def realize(prompt: Prompt, config) -> Sample:
+  """The full sample of a planned prompt: images decoded, crops and gather plan built."""
+  record = prompt.record
+  images = [to_rgb(s) if isinstance(s, Image.Image) else load_image(s) for s in record.images]
+  sample = build_sample(list(prompt.ids), sample_visuals(images, config), config, sample_id=f"sample {record.id}")
+  if (sample.length, sample.num_crops) != (prompt.length, prompt.crops):
+    raise RuntimeError(f"sample {record.id}: planned {prompt.length} tokens / {prompt.crops} crops from the image "
+                       f"headers, built {sample.length} / {sample.num_crops}")
+  return sample
+
+
+def default_mesh_and_params(model: LLaDAV, params, mesh: Mesh | None):
+  """The given mesh, else one over every device with the batch split along `data`; parameters not yet
+  laid out on the mesh's devices are replicated onto them (single process only)."""
+  if mesh is None:
+    mesh = sharding.create_mesh({"data": -1})
+  devices = set(mesh.devices.flat)
+  leaves = jax.tree.leaves(params)
+  if all(isinstance(x, jax.Array) and x.sharding.device_set == devices for x in leaves):
+    return mesh, params
+  if jax.process_count() > 1:
+    raise ValueError("in a multi-process run, load the parameters onto the mesh "
+                     "(load_pretrained(..., mesh=mesh, rules=rules)) before evaluating")
+  return mesh, jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
+
+
+class BatchRunner:
+  """Runs planned batches of `batch_size` rows (the last ones padded with filler rows)."""
+
+  def __init__(self, model: LLaDAV, params, settings: SamplerSettings, mesh: Mesh, rules, batch_size: int,
+               seed: int = 0):
+    self.model, self.params, self.mesh = model, params, mesh
+    self.rules = sharding.normalize_rules(rules if rules is not None else sharding.DEFAULT_LOGICAL_AXIS_RULES)
+    self.settings = settings.resolve(model.config)
+    self.batch_size = batch_size
+    row_sharding = sharding.batch_sharding(mesh, 1, self.rules)
+    shards = len({idx[0].indices(batch_size) for idx in row_sharding.devices_indices_map((batch_size,)).values()})
+    if batch_size % shards:
+      raise ValueError(f"batch size {batch_size} is not a multiple of the {shards} batch shards of the mesh "
+                       f"{dict(mesh.shape)}")
+    self.rows = multihost.process_rows(row_sharding, batch_size)
+    self.program = _program(model.config, model.compute, self.settings, int(seed))
+    self.filler = build_sample([model.config.tokens.bos], [], model.config)
+
+  def _global(self, local: np.ndarray) -> jax.Array:
+    target = sharding.batch_sharding(self.mesh, local.ndim, self.rules)
+    return jax.make_array_from_process_local_data(target, local, (self.batch_size,) + local.shape[1:])
+
+  def run(self, batch: Batch) -> list[RowResult]:
+    lo, hi = self.rows
+    samples, errors = [], []
+    for r in range(lo, hi):
+      sample, error = self.filler, ""
+      if r < len(batch.prompts):
+        try:
+          sample = realize(batch.prompts[r], self.model.config)
+        except (ImageDecodeError, SampleError, OSError, ValueError) as e:
+          error = f"{type(e).__name__}: {e}"
+      samples.append(sample)
+      errors.append(error)
+    local = collate([[s] for s in samples], batch.seq_len, batch.max_crops, self.model.config)
+    prompt = {k: self._global(local[k]) for k in sampler.PROMPT_KEYS}
+    lengths = self._global(np.asarray([s.length for s in samples], np.int32))
+    indices = self._global(np.asarray([batch.prompts[r].record.index if r < len(batch.prompts) else 0
+                                       for r in range(lo, hi)], np.int32))
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      result = self.program(self.params, prompt, lengths, indices)
+    tokens, stop, steps = (_to_host(x) for x in (result.tokens, result.stop, result.steps))
+    messages = _gather_messages(errors, lo, hi, self.batch_size)
+    return [RowResult(p, tokens[r, :stop[r]].astype(np.int32), int(steps[r]), bool(stop[r] < tokens.shape[1]),
+                      messages[r]) for r, p in enumerate(batch.prompts)]
+
+
+def _to_host(x: jax.Array) -> np.ndarray:
+  if jax.process_count() == 1:
+    return np.asarray(jax.device_get(x))
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def _gather_messages(local: list[str], lo: int, hi: int, total: int) -> list[str]:
+  """Every row's error message (from the process that prepared it), on every process."""
+  if jax.process_count() == 1:
+    out = [""] * total
+    out[lo:hi] = local
+    return out
+  buffer = np.zeros((total, _MESSAGE_BYTES), np.uint8)
+  owned = np.zeros(total, bool)
+  for i, message in enumerate(local):
+    data = message.encode("utf-8")[:_MESSAGE_BYTES]
+    buffer[lo + i, :len(data)] = np.frombuffer(data, np.uint8)
+  owned[lo:hi] = True
+  buffers = np.asarray(multihost_utils.process_allgather(buffer))
+  owners = np.asarray(multihost_utils.process_allgather(owned))
+  out = []
+  for row in range(total):
+    process = int(np.argmax(owners[:, row]))
+    out.append(bytes(buffers[process, row]).rstrip(b"\0").decode("utf-8", errors="replace"))
+  return out
