@@ -3,13 +3,23 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-$(VENV)/.installed: requirements.txt requirements-test.txt
+# Runtime requirements only (no torch): what the demo, training, conversion and evaluation need.
+$(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+# Plus the test-only references (torch CPU, transformers).
+$(VENV)/.installed: $(VENV)/.runtime requirements-test.txt
 	$(VENV)/bin/pip install --quiet -r requirements-test.txt
 	touch $@
 
-.PHONY: test test-all bench-forward bench-convert bench-sampler bench-data bench-train-step bench-eval plan
+.PHONY: demo test test-all bench-forward bench-convert bench-sampler bench-data bench-train-step bench-eval plan
+
+## The main job: train a tiny LLaDA-V on synthetic shapes and ask it questions (re-runs reuse workdir/demo).
+demo: $(VENV)/.runtime
+	$(PY) -m lladav_jax.demo
 
 ## Fast test suite (what CI runs).
 test: $(VENV)/.installed

@@ -18,6 +18,7 @@ from lladav_jax.data.prompts import THINK_TAGS, build_chat_prompt
 from lladav_jax.data.records import ASSISTANT, USER, Message
 from lladav_jax.data.tokenizer import IMAGE_TEXT, Tokenizer
 from lladav_jax.diffusion import trace_render
+from lladav_jax.diffusion.cli_flags import add_decoding_flags
 from lladav_jax.diffusion.generation import generate
 from lladav_jax.diffusion.settings import SamplerSettings
 from lladav_jax.images import load_image
@@ -41,13 +42,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--gen-length", type=int, default=128)
   p.add_argument("--steps", type=int, default=128)
   p.add_argument("--block-length", type=int, default=128)
-  p.add_argument("--temperature", type=float, default=0.0)
-  p.add_argument("--cfg", type=float, default=0.0, help="classifier-free guidance scale")
-  p.add_argument("--remasking", choices=["low_confidence", "random"], default="low_confidence")
-  p.add_argument("--cache", choices=["none", "prefix", "dual"], default="none")
-  p.add_argument("--refresh", type=int, help="refresh the KV cache every r steps of a block")
-  p.add_argument("--threshold", type=float, help="parallel decoding: commit every prediction with p >= this")
-  p.add_argument("--factor", type=float, help="parallel decoding by Fast-dLLM's factor rule")
+  add_decoding_flags(p)
   p.add_argument("--stop", action="append", default=[], help="extra stop string (<|eot_id|> always stops)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--dtype", choices=["float32", "bfloat16"],

@@ -1,11 +1,13 @@
 """A synthetic visual question-answering task drawn with PIL, written in the LLaVA JSON format.
 
-Each image holds a few coloured shapes (circle, square, triangle) on a light background. Stage-1
-records caption the scene ("a red circle and two blue squares."); stage-2 records ask about it:
+Each image holds one to four coloured shapes (circle, square, triangle) in the cells of a 3 x 3
+grid on a light background. Stage-1 records caption the scene ("a red circle and two blue
+squares."); stage-2 records are conversations of a few questions about it:
   color:    "What color is the triangle?"            -> "red"        (the shape occurs once)
   count:    "How many circles are there?"            -> "two"
-  position: "Is the square left of the circle?"      -> "yes" / "no" (both occur once)
-Scenes are generated from a seed, so a directory is reproducible and can be reused.
+  position: "Is the square left of the circle?"      -> "yes" / "no" (both occur once, other columns)
+Held-out records ask one question each. Scenes are generated from a seed, so a directory is
+reproducible and can be reused.
 """
 
 import dataclasses
@@ -21,6 +23,7 @@ COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "
 NUMBER_WORDS = ("zero", "one", "two", "three", "four")
 QUESTION_TYPES = ("color", "count", "position")
 BACKGROUND = (245, 245, 240)
+GENERATOR_VERSION = 3  # bump when the generated data changes, so that old workdirs are not reused
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,18 +39,17 @@ def _plural(shape: str, n: int) -> str:
   return shape if n == 1 else shape + "s"
 
 
-def random_scene(rng: random.Random, size: int, max_items: int = 4) -> list[Item]:
-  """Non-overlapping shapes on a size x size canvas."""
-  items: list[Item] = []
-  radius = size // 9
-  attempts = 0
-  target = rng.randint(1, max_items)
-  while len(items) < target and attempts < 200:
-    attempts += 1
-    x, y = rng.randint(radius + 2, size - radius - 3), rng.randint(radius + 2, size - radius - 3)
-    if all((x - o.x) ** 2 + (y - o.y) ** 2 > (2 * radius + 4) ** 2 for o in items):
-      items.append(Item(rng.choice(SHAPES), rng.choice(sorted(COLORS)), x, y, radius))
-  return items
+def random_scene(rng: random.Random, size: int, max_items: int = 4, grid: int = 3) -> list[Item]:
+  """1..max_items shapes in distinct cells of a grid x grid layout on a size x size canvas.
+
+  Cells line up with the demo's 14 px patches (84 px / 3 = 2 patches), so each shape always falls on
+  its patches the same way: the tiny vision tower trained from scratch learns shapes in minutes
+  instead of having to recognise them at every sub-patch offset.
+  """
+  cell = size // grid
+  cells = rng.sample(range(grid * grid), rng.randint(1, max_items))
+  return [Item(rng.choice(SHAPES), rng.choice(sorted(COLORS)), (c % grid) * cell + cell // 2,
+               (c // grid) * cell + cell // 2, int(cell * 0.4)) for c in cells]
 
 
 def draw(items: list[Item], size: int) -> Image.Image:
@@ -67,72 +69,85 @@ def draw(items: list[Item], size: int) -> Image.Image:
 
 
 def caption(items: list[Item]) -> str:
+  """Groups in a fixed shape order, then by colour. Ordering by colour instead would let a model
+  write every colour word from the set of colours alone; this way the colours need the shapes."""
   groups: dict[tuple[str, str], int] = {}
   for it in items:
     groups[(it.color, it.shape)] = groups.get((it.color, it.shape), 0) + 1
   parts = [f"{'a' if n == 1 else NUMBER_WORDS[n]} {color} {_plural(shape, n)}"
-           for (color, shape), n in sorted(groups.items())]
+           for (color, shape), n in sorted(groups.items(), key=lambda kv: (SHAPES.index(kv[0][1]), kv[0][0]))]
   text = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
   return text + "."
 
 
-def questions(items: list[Item], rng: random.Random) -> list[tuple[str, str, str]]:
-  """All (type, question, answer) triples this scene answers unambiguously; one is sampled later."""
+def questions(items: list[Item]) -> list[tuple[str, str, str]]:
+  """Every (type, question, answer) triple this scene answers unambiguously."""
   counts = {s: sum(it.shape == s for it in items) for s in SHAPES}
-  out = []
-  for shape in SHAPES:
-    if counts[shape] == 1:
-      color = next(it.color for it in items if it.shape == shape)
-      out.append(("color", f"What color is the {shape}?", color))
-  shape = rng.choice(SHAPES)
-  out.append(("count", f"How many {_plural(shape, 2)} are there?", NUMBER_WORDS[counts[shape]]))
-  singles = [s for s in SHAPES if counts[s] == 1]
-  if len(singles) >= 2:
-    a, b = rng.sample(singles, 2)
-    xa = next(it.x for it in items if it.shape == a)
-    xb = next(it.x for it in items if it.shape == b)
-    if abs(xa - xb) > 4:
-      out.append(("position", f"Is the {a} left of the {b}?", "yes" if xa < xb else "no"))
+  singles = {it.shape: it for it in items if counts[it.shape] == 1}
+  out = [("color", f"What color is the {shape}?", it.color) for shape, it in singles.items()]
+  out += [("count", f"How many {_plural(shape, 2)} are there?", NUMBER_WORDS[counts[shape]]) for shape in SHAPES]
+  for a, item_a in singles.items():
+    for b, item_b in singles.items():
+      if a != b and item_a.x != item_b.x:  # same column: neither is left of the other
+        out.append(("position", f"Is the {a} left of the {b}?", "yes" if item_a.x < item_b.x else "no"))
   return out
 
 
-def _record(record_id: str, image: str, question: str, answer: str, **extra) -> dict:
-  return {"id": record_id, "image": image,
-          "conversations": [{"from": "human", "value": f"<image>\n{question}"},
-                            {"from": "gpt", "value": answer}], **extra}
+def _balanced(qas: list[tuple[str, str, str]], n: int, rng: random.Random) -> list[tuple[str, str, str]]:
+  """Up to n questions, taking the types in turn so that none crowds out the others."""
+  by_type = [[q for q in qas if q[0] == kind] for kind in QUESTION_TYPES]
+  for group in by_type:
+    rng.shuffle(group)
+  rng.shuffle(by_type)
+  interleaved = [group[i] for i in range(max(map(len, by_type))) for group in by_type if i < len(group)]
+  return interleaved[:n]
 
 
-def generate(out_dir: str | os.PathLike, *, num_train: int = 2000, num_val: int = 200, image_size: int = 112,
-             seed: int = 0) -> dict[str, pathlib.Path]:
+def _conversation(qas: list[tuple[str, str, str]]) -> list[dict]:
+  turns = []
+  for i, (_, question, answer) in enumerate(qas):
+    turns += [{"from": "human", "value": ("<image>\n" if i == 0 else "") + question},
+              {"from": "gpt", "value": answer}]
+  return turns
+
+
+def generate(out_dir: str | os.PathLike, *, num_train: int = 2000, num_val: int = 200, image_size: int = 84,
+             turns_per_record: int = 4, seed: int = 0) -> dict[str, pathlib.Path]:
   """Writes images/ and captions_train.json, vqa_train.json, vqa_val.json under `out_dir`.
 
-  Question types are balanced by cycling through them. Returns the paths of the JSON files.
-  Files are written to temporary names and renamed, so an interrupted run leaves no half file.
+  Training records are conversations of 1 to `turns_per_record` questions about their image (as in
+  LLaVA's instruction data: several answers per forward pass; single questions as at evaluation). Held-out records ask one
+  question each, question types balanced. Files are written to temporary names and renamed, so an
+  interrupted run leaves no half file. Returns the paths of the JSON files.
   """
   out = pathlib.Path(out_dir)
   (out / "images").mkdir(parents=True, exist_ok=True)
   rng = random.Random(seed)
-  splits = {"train": num_train, "val": num_val}
-  captions, vqa = [], {"train": [], "val": []}
-  for split, count in splits.items():
-    for i in range(count):
-      wanted = QUESTION_TYPES[i % len(QUESTION_TYPES)]
-      while True:  # draw scenes until one answers a question of the wanted type
-        items = random_scene(rng, image_size)
-        choices = [q for q in questions(items, rng) if q[0] == wanted]
-        if choices:
-          break
-      name = f"images/{split}_{i:06d}.png"
-      draw(items, image_size).save(out / name)
-      qtype, question, answer = rng.choice(choices)
-      vqa[split].append(_record(f"{split}-{i}", name, question, answer, question_type=qtype))
-      if split == "train":
-        captions.append({"id": f"cap-{i}", "image": name,
-                         "conversations": [{"from": "human", "value": "<image>"},
-                                           {"from": "gpt", "value": caption(items)}]})
+  captions, train, val = [], [], []
+  for i in range(num_train):
+    items = random_scene(rng, image_size)
+    name = f"images/train_{i:06d}.png"
+    draw(items, image_size).save(out / name)
+    train.append({"id": f"train-{i}", "image": name,
+                  "conversations": _conversation(_balanced(questions(items), rng.randint(1, turns_per_record), rng))})
+    captions.append({"id": f"cap-{i}", "image": name,
+                     "conversations": [{"from": "human", "value": "<image>"},
+                                       {"from": "gpt", "value": caption(items)}]})
+  for i in range(num_val):
+    wanted = QUESTION_TYPES[i % len(QUESTION_TYPES)]
+    while True:  # draw scenes until one answers a question of the wanted type
+      items = random_scene(rng, image_size)
+      choices = [q for q in questions(items) if q[0] == wanted]
+      if choices:
+        break
+    name = f"images/val_{i:06d}.png"
+    draw(items, image_size).save(out / name)
+    qtype, question, answer = rng.choice(choices)
+    val.append({"id": f"val-{i}", "image": name, "conversations": _conversation([(qtype, question, answer)]),
+                "question_type": qtype})
   paths = {"captions_train": out / "captions_train.json", "vqa_train": out / "vqa_train.json",
            "vqa_val": out / "vqa_val.json"}
-  for key, records in (("captions_train", captions), ("vqa_train", vqa["train"]), ("vqa_val", vqa["val"])):
+  for key, records in (("captions_train", captions), ("vqa_train", train), ("vqa_val", val)):
     tmp = paths[key].with_suffix(".json.tmp")
     tmp.write_text(json.dumps(records, indent=0))
     tmp.replace(paths[key])

@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Sequence
 
+from lladav_jax.diffusion.cli_flags import add_decoding_flags
 from lladav_jax.eval.tasks import TASKS, Decoding, get_task
 
 _THINK = {"think": "think", "no_think": "no_think", "none": None}
@@ -37,13 +38,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   g.add_argument("--think", choices=sorted(_THINK), help="stage-3 tag appended to questions with images")
   g.add_argument("--stop-order", choices=["upstream", "earliest"], default="upstream",
                  help="upstream: LLaDA-V's list-order stop scan (parity); earliest: the first stop found")
-  g.add_argument("--temperature", type=float, default=0.0)
-  g.add_argument("--cfg", type=float, default=0.0, help="classifier-free guidance scale")
-  g.add_argument("--remasking", choices=["low_confidence", "random"], default="low_confidence")
-  g.add_argument("--cache", choices=["none", "prefix", "dual"], default="none")
-  g.add_argument("--refresh", type=int, help="refresh the KV cache every r steps of a block")
-  g.add_argument("--threshold", type=float, help="parallel decoding: commit every prediction with p >= this")
-  g.add_argument("--factor", type=float, help="parallel decoding by Fast-dLLM's factor rule")
+  add_decoding_flags(g)
   g.add_argument("--seed", type=int, default=0)
   g.add_argument("--system-prompt", help="replace upstream's default system prompt")
   r = p.add_argument_group("devices and processes")

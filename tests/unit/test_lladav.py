@@ -62,7 +62,8 @@ def test_dialogue_causal_mask_hides_later_turns():
   for causal in (True, False):
     out = [_logits(collate([[s]], s.length, 2, CONFIG), dialogue_causal=causal)[0] for s in (base, edited)]
     diff = np.abs(out[0][:first_turn] - out[1][:first_turn]).max()
-    assert (diff < ATOL) if causal else (diff > 1e-3)
+    # Without the mask the edit reaches turn 0: ten times the tolerance that hides it with the mask.
+    assert (diff < ATOL) if causal else (diff > 10 * ATOL)
 
 
 @pytest.mark.parametrize("policy", ["full", "minimal", "save_attention"])
