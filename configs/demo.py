@@ -14,15 +14,18 @@ from lladav_jax.demo.tokenizer import TOKEN_IDS
 # Upstream's default system prompt is 40 tokens: most of a demo sequence. Prompts at inference use
 # this one too (lladav_jax/demo/evaluate.py, --system-prompt in the printed generate command).
 SYSTEM_PROMPT = "You are a helpful assistant."
+IMAGE_SIZE = 84  # the generated images are one crop (lladav_jax/demo/shapes.py)
+VOCAB_SIZE = 512
 
 
 def get_config():
   config = base.get_config()
-  config.model.text.update(dict(vocab_size=512, hidden_size=128, intermediate_size=384, num_hidden_layers=3,
-                                num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
+  config.model.text.update(dict(vocab_size=VOCAB_SIZE, hidden_size=128, intermediate_size=384,
+                                num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4,
+                                max_position_embeddings=1024,
                                 initializer_range=0.088))  # ~1/sqrt(width): LLaDA's 0.02 is for width 4096
   config.model.vision.update(dict(hidden_size=64, intermediate_size=192, num_hidden_layers=3,
-                                  num_attention_heads=4, image_size=84, patch_size=28))
+                                  num_attention_heads=4, image_size=IMAGE_SIZE, patch_size=28))
   config.model.vision_tower_name = "demo-siglip-84"
   config.model.max_length = 512
   config.model.tokens.update(TOKEN_IDS.to_dict())

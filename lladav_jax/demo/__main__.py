@@ -17,6 +17,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import pathlib  # noqa: E402
+import shlex  # noqa: E402
 import time  # noqa: E402
 
 from lladav_jax.demo import pipeline  # noqa: E402
@@ -72,9 +73,8 @@ def main(argv=None) -> None:
   print(f"== done in {time.monotonic() - start:.0f} s. Loss curves: {plan.stage_dir(1)}/loss.png, "
         f"{plan.stage_dir(2)}/loss.png; results: {work / 'results.json'}")
   print("Ask the trained model about your own image (shapes on a light background work best):")
-  print(f"   .venv/bin/python -m lladav_jax.generate --checkpoint {plan.stage_dir(2)} --image my.png "
-        f"--prompt \"What color is the circle?\" --gen-length {pipeline.GEN_LENGTH} --steps {pipeline.GEN_LENGTH} "
-        f"--block-length {pipeline.GEN_LENGTH} --keep-image-newline --trace")
+  args = pipeline.generate_args(plan, "my.png", "What color is the circle?")
+  print("   .venv/bin/python -m lladav_jax.generate " + shlex.join(args))
 
 
 if __name__ == "__main__":

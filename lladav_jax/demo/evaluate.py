@@ -44,8 +44,7 @@ def sampler_settings(tokenizer: Tokenizer, eot_id: int) -> SamplerSettings:
 
 
 def evaluate(checkpoint: str, records_file: str, image_folder: str, *, system_prompt: str | None = None,
-             limit: int | None = None,
-             batch_size: int = 64) -> list[Prediction]:
+             limit: int | None = None, batch_size: int = 64) -> list[Prediction]:
   """Answers every record of `records_file` (LLaVA JSON with a `question_type` field)."""
   config, params = load_pretrained(checkpoint)
   model = LLaDAV(config, ComputeConfig(scan_layers=True))

@@ -12,8 +12,9 @@ from lladav_jax.demo import evaluate, shapes
 from lladav_jax.demo import tokenizer as demo_tokenizer
 from lladav_jax.demo.evaluate import GEN_LENGTH, Prediction
 
-__all__ = ["GEN_LENGTH", "DemoPlan", "accuracy_json", "accuracy_table", "blind_baseline", "evaluate_heldout", "make_data",
-           "make_tokenizer", "record_image", "show_trace", "stage_config", "train_stage"]
+__all__ = ["GEN_LENGTH", "DemoPlan", "Prediction", "accuracy_json", "accuracy_table", "blind_baseline",
+           "evaluate_heldout", "generate_args", "make_data", "make_tokenizer", "record_image", "show_trace",
+           "stage_config", "train_stage"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,8 +24,8 @@ class DemoPlan:
   root: pathlib.Path
   num_train: int = 3000
   num_val: int = 300
-  image_size: int = 84  # the demo model's crop size (configs/demo.py)
-  vocab_size: int = 512
+  image_size: int = demo.IMAGE_SIZE  # one crop of the demo model
+  vocab_size: int = demo.VOCAB_SIZE
   stage_steps: tuple[int, int] | None = None  # None: the stage configs' num_steps
 
   @property
@@ -125,11 +126,15 @@ def record_image(plan: DemoPlan, record_id: str) -> str:
   raise KeyError(record_id)
 
 
+def generate_args(plan: DemoPlan, image: str | pathlib.Path, question: str) -> list[str]:
+  """The generate CLI's arguments that ask the trained demo model about one image, as evaluated."""
+  n = str(GEN_LENGTH)
+  return ["--checkpoint", str(plan.stage_dir(2)), "--image", str(image), "--prompt", question,
+          "--gen-length", n, "--steps", n, "--block-length", n, "--keep-image-newline",
+          "--system-prompt", demo.SYSTEM_PROMPT, "--trace"]
+
+
 def show_trace(plan: DemoPlan, image: pathlib.Path, question: str) -> None:
   """The generate CLI on one held-out question, with --trace and an HTML picture."""
   from lladav_jax import generate
-  n = str(GEN_LENGTH)
-  generate.main(["--checkpoint", str(plan.stage_dir(2)), "--image", str(image), "--prompt", question,
-                 "--gen-length", n, "--steps", n, "--block-length", n, "--keep-image-newline",
-                 "--system-prompt", demo.SYSTEM_PROMPT, "--trace",
-                 "--trace-file", str(plan.root / "trace.html")])
+  generate.main(generate_args(plan, image, question) + ["--trace-file", str(plan.root / "trace.html")])

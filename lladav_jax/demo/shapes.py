@@ -116,8 +116,8 @@ def generate(out_dir: str | os.PathLike, *, num_train: int = 2000, num_val: int 
   """Writes images/ and captions_train.json, vqa_train.json, vqa_val.json under `out_dir`.
 
   Training records are conversations of 1 to `turns_per_record` questions about their image (as in
-  LLaVA's instruction data: several answers per forward pass; single questions as at evaluation). Held-out records ask one
-  question each, question types balanced. Files are written to temporary names and renamed, so an
+  LLaVA's instruction data: several answers per forward pass; single questions as at evaluation).
+  Held-out records ask one question each, question types balanced. Files are written to temporary names and renamed, so an
   interrupted run leaves no half file. Returns the paths of the JSON files.
   """
   out = pathlib.Path(out_dir)
