@@ -32,7 +32,8 @@ def get_config():
   config.compute.update(dict(dtype="float32", remat_policy="none"))
   config.mesh.update(dict(data=-1, fsdp=1, tensor=1))
   config.train.update(dict(global_batch_size=16, log_every=10, tokenizer_dir="workdir/demo/tokenizer"))
-  config.optim.update(dict(lr=2e-3, vision_lr=2e-3, warmup_ratio=0.05))
+  # A slow projector keeps the image features near the text embeddings' scale (see docs/demo.md).
+  config.optim.update(dict(lr=2e-3, vision_lr=2e-3, projector_lr=5e-5, warmup_ratio=0.05))
   config.checkpoint.update(dict(every_steps=100, keep=1, async_save=False))
   config.data.update(dict(seq_len_buckets=(64, 112), crop_buckets=(2,), max_length=112, num_workers=0,
                           system_prompt=SYSTEM_PROMPT,

@@ -8,7 +8,7 @@ from configs import demo
 
 def get_config():
   config = demo.get_config()
-  config.train.update(dict(num_steps=1600))
+  config.train.update(dict(num_steps=1000))
   config.data.update(dict(
       sources=[dict(path="workdir/demo/data/captions_train.json", image_folder="workdir/demo/data")]))
   return config

@@ -6,7 +6,7 @@ from configs import demo
 
 def get_config():
   config = demo.get_config()
-  config.train.update(dict(num_steps=800))
+  config.train.update(dict(num_steps=2000))
   config.optim.update(dict(lr=1e-3, vision_lr=2e-4))
   config.checkpoint.update(dict(init_from="workdir/demo/stage1"))
   config.data.update(dict(

@@ -47,7 +47,7 @@ def main(argv=None) -> None:
   print(f"== 2. tokenizer: byte-level BPE with the LLaDA special tokens in {plan.tokenizer_dir}")
   print(f"   {pipeline.make_tokenizer(plan)} entries")
   for stage in (1, 2):
-    what = "captions" if stage == 1 else "conversations of 1-4 questions"
+    what = "captions" if stage == 1 else "one question per image"
     print(f"== {2 + stage}. stage {stage}: {what} -> {plan.stage_dir(stage)}")
     pipeline.train_stage(plan, stage)
 

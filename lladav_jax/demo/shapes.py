@@ -2,12 +2,11 @@
 
 Each image holds one to four coloured shapes (circle, square, triangle) in the cells of a 3 x 3
 grid on a light background. Stage-1 records caption the scene ("a red circle and two blue
-squares."); stage-2 records are conversations of a few questions about it:
+squares."); stage-2 records ask one question about it:
   color:    "What color is the triangle?"            -> "red"        (the shape occurs once)
   count:    "How many circles are there?"            -> "two"
   position: "Is the square left of the circle?"      -> "yes" / "no" (both occur once, other columns)
-Held-out records ask one question each. Scenes are generated from a seed, so a directory is
-reproducible and can be reused.
+Scenes are generated from a seed, so a directory is reproducible and can be reused.
 """
 
 import dataclasses
@@ -23,7 +22,7 @@ COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "
 NUMBER_WORDS = ("zero", "one", "two", "three", "four")
 QUESTION_TYPES = ("color", "count", "position")
 BACKGROUND = (245, 245, 240)
-GENERATOR_VERSION = 3  # bump when the generated data changes, so that old workdirs are not reused
+GENERATOR_VERSION = 4  # bump when the generated data changes, so that old workdirs are not reused
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,9 +41,9 @@ def _plural(shape: str, n: int) -> str:
 def random_scene(rng: random.Random, size: int, max_items: int = 4, grid: int = 3) -> list[Item]:
   """1..max_items shapes in distinct cells of a grid x grid layout on a size x size canvas.
 
-  Cells line up with the demo's 14 px patches (84 px / 3 = 2 patches), so each shape always falls on
-  its patches the same way: the tiny vision tower trained from scratch learns shapes in minutes
-  instead of having to recognise them at every sub-patch offset.
+  Cells are the demo's 28 px patches (84 px / 3), so each patch shows one whole shape: the tiny vision
+  tower trained from scratch learns shapes in minutes instead of having to recognise them at every
+  sub-patch offset.
   """
   cell = size // grid
   cells = rng.sample(range(grid * grid), rng.randint(1, max_items))
@@ -112,13 +111,14 @@ def _conversation(qas: list[tuple[str, str, str]]) -> list[dict]:
 
 
 def generate(out_dir: str | os.PathLike, *, num_train: int = 2000, num_val: int = 200, image_size: int = 84,
-             turns_per_record: int = 4, seed: int = 0) -> dict[str, pathlib.Path]:
+             questions_per_record: int = 1, seed: int = 0) -> dict[str, pathlib.Path]:
   """Writes images/ and captions_train.json, vqa_train.json, vqa_val.json under `out_dir`.
 
-  Training records are conversations of 1 to `turns_per_record` questions about their image (as in
-  LLaVA's instruction data: several answers per forward pass; single questions as at evaluation).
-  Held-out records ask one question each, question types balanced. Files are written to temporary names and renamed, so an
-  interrupted run leaves no half file. Returns the paths of the JSON files.
+  Training records ask one question about their image by default; `questions_per_record` > 1 makes
+  conversations of 1 to that many questions, as LLaVA's instruction data has (the demo model learned
+  colours worse from those: see docs/demo.md). Held-out records ask one question each, question types
+  balanced. Files are written to temporary names and renamed, so an interrupted run leaves no half
+  file. Returns the paths of the JSON files.
   """
   out = pathlib.Path(out_dir)
   (out / "images").mkdir(parents=True, exist_ok=True)
@@ -129,7 +129,7 @@ def generate(out_dir: str | os.PathLike, *, num_train: int = 2000, num_val: int 
     name = f"images/train_{i:06d}.png"
     draw(items, image_size).save(out / name)
     train.append({"id": f"train-{i}", "image": name,
-                  "conversations": _conversation(_balanced(questions(items), rng.randint(1, turns_per_record), rng))})
+                  "conversations": _conversation(_balanced(questions(items), rng.randint(1, questions_per_record), rng))})
     captions.append({"id": f"cap-{i}", "image": name,
                      "conversations": [{"from": "human", "value": "<image>"},
                                        {"from": "gpt", "value": caption(items)}]})

@@ -2,16 +2,17 @@
 
 Chance is 25% on colour questions (four colours) and always giving the most common training answer
 scores about 30%; a model that ignores the image, a loss that trains on the wrong tokens or a
-sampler that decodes the wrong positions stays near that. This shortened run reaches about 74% on
-colour and 60% on counting (blind: 40%) in three minutes; the full demo about 85% on colour.
+sampler that decodes the wrong positions stays near that. This shortened run reaches about 64% on
+colour and 72% on counting (blind: 40%) in three minutes; the full demo about 98% and 90%.
 """
 
 import json
 
 from lladav_jax.demo import pipeline
 
-STAGE_STEPS = (800, 400)  # the demo: (1600, 800)
-MIN_COLOR_ACCURACY = 0.6
+STAGE_STEPS = (500, 1000)  # the demo: (1000, 2000)
+MIN_COLOR_ACCURACY = 0.5
+MIN_COUNT_OVER_BLIND = 0.15
 
 
 def test_short_demo_answers_from_the_image(tmp_path):
@@ -25,7 +26,7 @@ def test_short_demo_answers_from_the_image(tmp_path):
   accuracy = pipeline.accuracy_json(predictions)
   blind = pipeline.blind_baseline(plan, predictions)
   assert accuracy["color"]["accuracy"] >= MIN_COLOR_ACCURACY, (accuracy, blind)
-  assert accuracy["count"]["accuracy"] >= blind["count"] + 0.05, (accuracy, blind)
+  assert accuracy["count"]["accuracy"] >= blind["count"] + MIN_COUNT_OVER_BLIND, (accuracy, blind)
   assert (plan.stage_dir(2) / "loss.png").is_file()
   # A second run finds both stages finished and trains nothing.
   assert pipeline.train_stage(plan, 2) == {}

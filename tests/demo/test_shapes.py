@@ -68,9 +68,18 @@ def test_generated_files(tmp_path):
     assert turns[0]["value"].startswith("<image>")
     assert sum("<image>" in t["value"] for t in turns) == 1
     assert Image.open(tmp_path / "a" / record["image"]).size == (84, 84)
-  assert max(len(r["conversations"]) for r in train) > 2  # training records are multi-turn
-  assert all(len(r["conversations"]) == 2 for r in val)
+  assert all(len(r["conversations"]) == 2 for r in train + val)  # one question each
   assert not list((tmp_path / "a").glob("*.tmp"))
+
+
+def test_conversations_of_several_questions(tmp_path):
+  paths = shapes.generate(tmp_path, num_train=12, num_val=3, questions_per_record=4, seed=3)
+  train = json.loads(paths["vqa_train"].read_text())
+  lengths = [len(r["conversations"]) // 2 for r in train]
+  assert max(lengths) > 1 and max(lengths) <= 4
+  for record in train:
+    questions = [t["value"].replace("<image>\n", "") for t in record["conversations"][::2]]
+    assert len(set(questions)) == len(questions)  # no question asked twice
 
 
 def test_make_data_reuses_and_refuses_other_settings(tmp_path):
