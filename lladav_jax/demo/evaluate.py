@@ -11,6 +11,7 @@ from lladav_jax.data.prompts import build_prompt
 from lladav_jax.data.tokenizer import Tokenizer
 from lladav_jax.diffusion.generation import generate
 from lladav_jax.diffusion.settings import SamplerSettings
+from lladav_jax.eval import metrics
 from lladav_jax.images import load_image
 from lladav_jax.images.crops import sample_visuals
 from lladav_jax.model_config import ComputeConfig
@@ -31,11 +32,12 @@ class Prediction:
 
   @property
   def correct(self) -> bool:
-    return normalize(self.predicted) == normalize(self.answer)
+    return is_match(self.predicted, self.answer)
 
 
-def normalize(text: str) -> str:
-  return text.strip().strip(".").strip().lower()
+def is_match(predicted: str, answer: str) -> bool:
+  """lmms-eval's exact match (case and punctuation ignored) of the answers without surrounding whitespace."""
+  return metrics.exact_match(predicted.strip(), answer.strip()) == 1.0
 
 
 def sampler_settings(tokenizer: Tokenizer, eot_id: int) -> SamplerSettings:

@@ -107,7 +107,7 @@ def blind_baseline(plan: DemoPlan, predictions) -> dict[str, float]:
   for p in predictions:
     guess = common[p.question].most_common(1)[0][0] if common[p.question] else ""
     for key in (p.question_type, "all"):
-      hits[key].append(evaluate.normalize(guess) == evaluate.normalize(p.answer))
+      hits[key].append(evaluate.is_match(guess, p.answer))
   return {kind: sum(h) / len(h) for kind, h in hits.items()}
 
 
