@@ -49,8 +49,8 @@ def generate(directory: pathlib.Path, text_layers: int, shard_bytes: int = 300 *
   import numpy as np
   from safetensors.numpy import save_file
 
-  from tools.convert_weights import key_map
-  from tools.convert_weights.plan import model_shapes
+  from lladav_jax.convert import key_map
+  from lladav_jax.convert.conversion_plan import model_shapes
   config = synthetic_config(text_layers)
   shapes = model_shapes(config, scan=False)
   rng = np.random.default_rng(0)
@@ -85,7 +85,7 @@ def naive(src: pathlib.Path, out: pathlib.Path) -> None:
   from safetensors.numpy import load_file
 
   from lladav_jax.model_config import LLaDAVConfig
-  from tools.convert_weights import key_map
+  from lladav_jax.convert import key_map
   state = {}
   for file in sorted(src.glob("*.safetensors")):
     state.update(load_file(str(file)))
@@ -98,7 +98,7 @@ def child(step: str, src: str, out: str) -> None:
   """Runs one step and prints {"baseline_kb", "peak_kb", "seconds", "reset"} as JSON."""
   import jax
 
-  from tools.convert_weights import convert
+  from lladav_jax.convert import operations as convert
   jax.devices()  # the backend is part of the interpreter's baseline
   baseline = _status_kb("VmRSS")
   try:  # "5" resets the peak resident set size to the current one (Linux >= 4.0)

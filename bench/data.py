@@ -1,6 +1,6 @@
 """Data pipeline throughput: samples/s for anyres_max_4 on 640x480 JPEGs, with 1 and 2 worker processes.
 
-Each sample is one JPEG record (decode, anyres_max_4 crops, gather plan, tokenisation, upstream padding,
+Each sample is one JPEG record (decode, anyres_max_4 crops, feature layout, tokenisation, upstream padding,
 collation into fixed-shape batches), read through the whole grain pipeline in one run, after a warm-up
 that covers the worker start. Target: >= 50 samples/s with 2 workers on a 2-core machine. Also printed,
 per sample and summed over the threads of the main process and the workers: time on a CPU (what the

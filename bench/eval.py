@@ -32,10 +32,10 @@ from lladav_jax.demo import tokenizer as demo_tokenizer  # noqa: E402
 from lladav_jax.eval import evaluate, get_task, task_settings  # noqa: E402
 from lladav_jax.eval.tasks.base import MULTIPLE_CHOICE, Record  # noqa: E402
 from lladav_jax.eval.tasks.jsonl import SHORT_ANSWER  # noqa: E402
-from lladav_jax.model_config import (ComputeConfig, LLaDAConfig, LLaDAVConfig, ProjectorConfig,  # noqa: E402
-                                     SiglipConfig)
 from lladav_jax.images.crops import sample_visuals  # noqa: E402
-from lladav_jax.models import LLaDAV, build_sample  # noqa: E402
+from lladav_jax.models import (ComputeConfig, LLaDAConfig, LLaDAV, LLaDAVConfig, ProjectorConfig,  # noqa: E402
+                               SiglipConfig)
+from lladav_jax.samples import build_sample  # noqa: E402
 from lladav_jax.tokens import IMAGE_PLACEHOLDER_ID  # noqa: E402
 
 QUESTION = "What is shown in the picture? Pick the best option."

@@ -20,9 +20,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from lladav_jax.model_config import ComputeConfig, LLaDAConfig  # noqa: E402
+from lladav_jax.convert import key_map  # noqa: E402
+from lladav_jax.models import ComputeConfig, LLaDAConfig  # noqa: E402
 from lladav_jax.models.llada import LLaDAModel, default_positions  # noqa: E402
-from tools.convert_weights import key_map  # noqa: E402
 
 
 def main() -> None:

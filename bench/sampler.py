@@ -29,9 +29,9 @@ from lladav_jax.diffusion.generation import collate_prompts, row_keys  # noqa: E
 from lladav_jax.diffusion.sampler import program  # noqa: E402
 from lladav_jax.diffusion.settings import SamplerSettings  # noqa: E402
 from lladav_jax.images.crops import sample_visuals  # noqa: E402
-from lladav_jax.model_config import (ComputeConfig, LLaDAConfig, LLaDAVConfig, ProjectorConfig,  # noqa: E402
-                                     SiglipConfig)
-from lladav_jax.models import LLaDAV, build_sample, collate, model_inputs  # noqa: E402
+from lladav_jax.models import (ComputeConfig, LLaDAConfig, LLaDAV, LLaDAVConfig, ProjectorConfig,  # noqa: E402
+                               SiglipConfig)
+from lladav_jax.samples import build_sample, collate, model_inputs  # noqa: E402
 from lladav_jax.tokens import IMAGE_PLACEHOLDER_ID, TokenIds  # noqa: E402
 
 

@@ -25,11 +25,11 @@ from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from configs import tiny  # noqa: E402
 from lladav_jax import run_config  # noqa: E402
+from lladav_jax.convert import key_map  # noqa: E402
 from lladav_jax.diffusion import loss as diffusion_loss  # noqa: E402
 from lladav_jax.train import loop  # noqa: E402
 from lladav_jax.train.host_batches import ShardedBatches, SyntheticSource  # noqa: E402
 from lladav_jax.train.step import step_inputs  # noqa: E402
-from tools.convert_weights import key_map  # noqa: E402
 
 
 def make_config(args):
@@ -72,8 +72,8 @@ def main() -> None:
 
   config = make_config(args)
   model_config = run_config.model_config(config)
-  plan = loop.plan(config, total_steps=1000)
-  state = plan.init()
+  setup = loop.setup(config, total_steps=1000)
+  state = setup.init()
   source = SyntheticSource(model_config, num_examples=64, seed=0, prompt_tokens=(args.seq // 4, args.seq // 2),
                            response_tokens=(args.seq // 4, args.seq // 2))
   batches = ShardedBatches(source, global_batch=args.batch, rows=(0, args.batch), seq_len=args.seq, max_crops=0)
@@ -112,7 +112,7 @@ def main() -> None:
     return float(loss.detach())
 
   def ours(state, i):
-    state, metrics = plan.train_step(state, hosts[i])
+    state, metrics = setup.train_step(state, hosts[i])
     return state, float(metrics["loss"])  # float() waits for the step
 
   state, ours_first = ours(state, 0)  # compiles

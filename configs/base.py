@@ -1,73 +1,29 @@
 """LLaDA-V as published: LLaDA-8B + SigLIP2 so400m-patch14-384 + mlp2x_gelu, anyres_max_4.
 
-Every key the code reads is declared here; stage configs import this and change what differs.
+Every key the code reads is declared here; stage configs import this and change what differs. The
+model, compute and data sections are the dataclasses' own fields and defaults (their meaning is
+documented there: lladav_jax/model_config.py, lladav_jax/models/compute.py, lladav_jax/data/config.py).
 """
-
-import dataclasses
 
 from ml_collections import ConfigDict, config_dict
 
-from lladav_jax import sharding
-from lladav_jax.tokens import TokenIds
-
-
-def data_defaults() -> ConfigDict:
-  """DataConfig's fields and defaults (sources empty; the pipeline repeats the data for ever)."""
-  from lladav_jax.data.config import DataConfig
-  d = {f.name: f.default for f in dataclasses.fields(DataConfig) if f.name != "sources"}
-  d["video"] = dataclasses.asdict(d["video"])
-  d["sources"] = []  # dicts of lladav_jax.data.SourceSpec fields: path, image_folder, sampling, ...
-  return ConfigDict(d)
+from lladav_jax import run_config, sharding
+from lladav_jax.data.config import data_section
+from lladav_jax.diffusion.loss import MASK_EPS
+from lladav_jax.model_config import LLaDAVConfig
+from lladav_jax.models.compute import ComputeConfig
 
 
 def get_config() -> ConfigDict:
   config = ConfigDict()
   config.seed = 0
 
-  config.model = ConfigDict()
-  model = config.model
-  # Language tower (LLaDA-8B).
-  model.text = ConfigDict(dict(
-      vocab_size=126464,
-      hidden_size=4096,
-      intermediate_size=12288,
-      num_hidden_layers=32,
-      num_attention_heads=32,
-      num_key_value_heads=32,  # full multi-head attention
-      rope_theta=500000.0,
-      rms_norm_eps=1e-5,
-      max_position_embeddings=16384,
-      initializer_range=0.02,  # std of a random init of the language tower's weights
-  ))
-  # Vision tower (SigLIP2 so400m-patch14-384); num_hidden_layers is the tower's full depth.
-  model.vision = ConfigDict(dict(
-      hidden_size=1152,
-      intermediate_size=4304,
-      num_hidden_layers=27,
-      num_attention_heads=16,
-      image_size=384,
-      patch_size=14,
-      layer_norm_eps=1e-6,
-  ))
-  model.vision_tower_name = "google/siglip2-so400m-patch14-384"
-  model.vision_select_layer = -2  # penultimate layer's output, un-normalised
-  model.projector_type = "mlp2x_gelu"
-  model.image_aspect_ratio = "anyres_max_4"
-  model.image_grid_pinpoints = "(1x1),...,(6x6)"  # in crops of vision.image_size
-  model.patch_merge_type = "spatial_unpad"
-  model.newline_position = "grid"  # video: a newline after every row of every frame
-  model.spatial_pool_mode = "bilinear"  # video: 2x2 pooling of frame features
-  model.max_length = 8192  # spliced sequence length (16384 for OneVision-stage data)
-  model.tokens = ConfigDict(TokenIds().to_dict())  # special ids of the LLaDA-8B tokenizer ([MASK] = mask)
+  # The published model (text, vision, projector_type, image handling, special ids, ...).
+  config.model = run_config.model_section(LLaDAVConfig())
+  config.model.max_length = 8192  # spliced sequence length (16384 for OneVision-stage data)
 
-  # How the model computes (not part of the checkpoint).
-  config.compute = ConfigDict(dict(
-      dtype="bfloat16",
-      param_dtype="float32",
-      scan_layers=True,
-      remat_policy="full",  # one of ComputeConfig.REMAT_POLICIES
-      attention_impl="xla",  # "cudnn" on GPUs with cuDNN flash attention
-  ))
+  # How the model computes (not part of the checkpoint); remat_policy: models.compute.REMAT_POLICIES.
+  config.compute = run_config.compute_section(ComputeConfig(dtype="bfloat16", remat_policy="full"))
 
   # Device mesh (one size may be -1: all remaining devices) and logical-axis rules.
   config.mesh = ConfigDict(dict(data=1, fsdp=-1, tensor=1))
@@ -80,7 +36,7 @@ def get_config() -> ConfigDict:
       micro_batches=1,  # gradient accumulation: the global batch is scanned in this many parts
       num_steps=0,  # optimiser steps; 0 = num_epochs over the data source's length
       num_epochs=1,
-      mask_eps=1e-3,  # p = (1 - eps) t + eps
+      mask_eps=MASK_EPS,  # p = (1 - eps) t + eps
       dialogue_causal=False,  # upstream --use_conversation_mask: turn-causal attention
       max_consecutive_skips=10,  # abort after this many non-finite steps in a row
       log_every=1,  # steps between metric writes
@@ -107,11 +63,11 @@ def get_config() -> ConfigDict:
       every_steps=1000,
       keep=1,  # checkpoints kept in the workdir
       async_save=True,
-      # Params at step 0 when the workdir has no checkpoint: a converted checkpoint directory
-      # (tools/convert_weights) or a previous stage's workdir (its latest params). Empty: random init.
+      # Params at step 0 when the workdir has no checkpoint: anything load_pretrained reads (a
+      # converted checkpoint, a LLaDA-V Hugging Face directory, a previous stage's workdir). Empty: random init.
       init_from="",
   ))
   # The data pipeline (lladav_jax.data.DataConfig, all its fields; see docs/training.md). The train
   # loop sets batch_size to this process's rows of train.global_batch_size. Recipes set the sources.
-  config.data = data_defaults()
+  config.data = ConfigDict(data_section())
   return config

@@ -7,6 +7,6 @@ def __getattr__(name):
   # Imported on first use: loading weights pulls in orbax and safetensors, which the model code
   # does not need.
   if name in __all__:
-    from lladav_jax import pretrained
+    from lladav_jax.checkpoints import pretrained
     return getattr(pretrained, name)
   raise AttributeError(f"module 'lladav_jax' has no attribute {name!r}")

@@ -1,9 +1,9 @@
 """Ask LLaDA-V about images: `python -m lladav_jax.generate --checkpoint DIR --image a.jpg --prompt "..."`.
 
-Loads a converted checkpoint or a LLaDA-V Hugging Face directory, builds the prompt exactly as
-upstream's inference path does (llava_llada chat template), decodes with the jitted sampler and
-prints the answer. `--chat` keeps a multi-turn conversation going on stdin; `--trace` shows the
-order in which the answer was unmasked (coloured terminal text; `--trace-file x.html|x.png` too).
+Loads a converted checkpoint, a LLaDA-V Hugging Face directory or a training workdir, builds the
+prompt exactly as upstream's inference path does (llava_llada chat template), decodes with the jitted
+sampler and prints the answer. `--chat` keeps a multi-turn conversation going on stdin; `--trace`
+shows the order in which the answer was unmasked (coloured terminal text; `--trace-file x.html|x.png` too).
 """
 
 import argparse
@@ -12,41 +12,32 @@ import pathlib
 import sys
 from typing import Sequence
 
-import jax
-
+from lladav_jax import cli, trace_render
+from lladav_jax.checkpoints.pretrained import load_pretrained
 from lladav_jax.data.prompts import THINK_TAGS, build_chat_prompt
 from lladav_jax.data.records import ASSISTANT, USER, Message
-from lladav_jax.data.tokenizer import IMAGE_TEXT, Tokenizer
-from lladav_jax.diffusion import trace_render
-from lladav_jax.diffusion.cli_flags import add_decoding_flags
+from lladav_jax.data.tokenizer import IMAGE_TEXT, TokenizerError
 from lladav_jax.diffusion.generation import generate
-from lladav_jax.diffusion.settings import SamplerSettings
 from lladav_jax.images import load_image
 from lladav_jax.images.crops import sample_visuals
-from lladav_jax.model_config import ComputeConfig
-from lladav_jax.models.lladav import LLaDAV
-from lladav_jax.models.multimodal_inputs import build_sample
+from lladav_jax.models import ComputeConfig, LLaDAV
+from lladav_jax.samples import build_sample
+
+# Without --gen-length / --steps / --block-length: upstream's generate_demo.py settings.
+DEFAULT_LENGTH = 128
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog="python -m lladav_jax.generate", description=__doc__.split("\n")[0])
-  p.add_argument("--checkpoint", required=True, help="converted checkpoint or LLaDA-V Hugging Face directory")
+  p.add_argument("--checkpoint", required=True,
+                 help="converted checkpoint, LLaDA-V Hugging Face directory or training workdir")
   p.add_argument("--tokenizer", help="tokenizer directory (default: the checkpoint's tokenizer/ or the "
                  "checkpoint directory itself)")
   p.add_argument("--image", action="append", default=[], help="image file (repeatable)")
   p.add_argument("--prompt", help="the question (without --chat: required)")
-  p.add_argument("--system-prompt", help="replace upstream's default system prompt")
-  p.add_argument("--think", choices=["think", "no_think"], help="append the stage-3 /think or /no_think tag")
   p.add_argument("--keep-image-newline", action="store_true",
                  help="keep the \"\\n\" after <image> as training does (upstream's inference drops it)")
-  p.add_argument("--gen-length", type=int, default=128)
-  p.add_argument("--steps", type=int, default=128)
-  p.add_argument("--block-length", type=int, default=128)
-  add_decoding_flags(p)
-  p.add_argument("--stop", action="append", default=[], help="extra stop string (<|eot_id|> always stops)")
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--dtype", choices=["float32", "bfloat16"],
-                 help="compute dtype (default: float32 on CPU, bfloat16 elsewhere)")
+  cli.add_decoding_flags(p, defaults=f"{DEFAULT_LENGTH}, no stop string, no think tag")
   p.add_argument("--chat", action="store_true", help="interactive multi-turn chat on stdin")
   p.add_argument("--trace", action="store_true", help="print the unmasking order step by step")
   p.add_argument("--trace-file", help="also write the trace picture to this .html or .png file")
@@ -56,39 +47,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   return args
 
 
-def find_tokenizer(checkpoint: str, explicit: str | None) -> Tokenizer:
-  candidates = [explicit] if explicit else [os.path.join(checkpoint, "tokenizer"), checkpoint]
-  for path in candidates:
-    if os.path.isfile(os.path.join(path, "tokenizer.json")):
-      return Tokenizer.from_dir(path)
-  raise SystemExit(f"no tokenizer.json in {' or '.join(candidates)}; pass --tokenizer DIR")
-
-
-def sampler_settings(args: argparse.Namespace, tokenizer: Tokenizer, eot_id: int) -> SamplerSettings:
-  stops = [(eot_id,)] + [tuple(tokenizer.encode(s, add_special_tokens=False)) for s in args.stop]
-  return SamplerSettings(
-      gen_length=args.gen_length, steps=args.steps, block_length=args.block_length,
-      temperature=args.temperature, cfg_scale=args.cfg, remasking=args.remasking, cache=args.cache,
-      refresh=args.refresh, threshold=args.threshold, factor=args.factor,
-      stop_sequences=tuple(stops), vocab_limit=len(tokenizer))
-
-
 class Session:
   """A loaded model, tokenizer and images; answers one conversation turn at a time."""
 
   def __init__(self, args: argparse.Namespace):
-    from lladav_jax import load_pretrained  # orbax and safetensors load only here
     self.args = args
-    dtype = args.dtype or ("float32" if jax.default_backend() == "cpu" else "bfloat16")
+    dtype = cli.default_dtype(args.dtype)
     self.config, params = load_pretrained(args.checkpoint)
     self.params = {"params": params}
     self.model = LLaDAV(self.config, ComputeConfig(dtype=dtype, param_dtype=dtype, scan_layers=True))
-    self.tokenizer = find_tokenizer(args.checkpoint, args.tokenizer)
+    self.tokenizer = cli.find_tokenizer(args.checkpoint, args.tokenizer)
     self.tokenizer.check_token_ids(self.config.tokens)
     if len(self.tokenizer) > self.config.text.vocab_size:
       raise SystemExit(f"the tokenizer has {len(self.tokenizer)} entries, the model only "
                        f"{self.config.text.vocab_size} rows: wrong --tokenizer?")
-    self.settings = sampler_settings(args, self.tokenizer, self.config.tokens.eot)
+    self.settings = cli.sampler_settings(args, self.tokenizer, self.config.tokens.eot, gen_length=DEFAULT_LENGTH,
+                                         steps=DEFAULT_LENGTH, block_length=DEFAULT_LENGTH)
+    self.think = cli.think_mode(args, None)
     self.visuals = sample_visuals([load_image(path) for path in args.image], self.config)
     self.messages: list[Message] = []
 
@@ -96,8 +71,8 @@ class Session:
     if not self.messages and self.visuals and IMAGE_TEXT not in question:
       # upstream puts the images at the start of the first user turn, one placeholder each
       question = " ".join([IMAGE_TEXT] * len(self.visuals)) + "\n" + question
-    if self.args.think:
-      question += THINK_TAGS[self.args.think]
+    if self.think:
+      question += THINK_TAGS[self.think]
     messages = self.messages + [Message(USER, question)]
     ids = build_chat_prompt(self.tokenizer, messages, system_prompt=self.args.system_prompt,
                             keep_image_newline=self.args.keep_image_newline)
@@ -123,11 +98,16 @@ class Session:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+  """The `lladav-generate` console script."""
   args = parse_args(argv)
   for path in args.image:
     if not pathlib.Path(path).is_file():
       raise SystemExit(f"image not found: {path}")
-  session = Session(args)
+  cli.set_platform_flags()
+  try:
+    session = Session(args)
+  except TokenizerError as e:
+    raise SystemExit(str(e)) from None
   if not args.chat:
     print(session.ask(args.prompt))
     return

@@ -3,59 +3,119 @@
 `LLaDAVConfig.from_hf_config` reads the upstream `llava_llada` config.json; `to_hf_config` writes
 one that the upstream PyTorch code loads. Only the fields the model depends on are modelled; an
 exporter merges them over the source config.json to keep the rest.
+
+Each field is declared once, with its config.json spelling (`hf_field`): the key, the value a
+config.json that lacks it means, and conversions. Keys with the only value the model supports
+(`hidden_act`, ...) are checked on reading and written on export.
 """
 
 import dataclasses
 import re
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from lladav_jax.tokens import TokenIds
-
-# Vision towers whose dims are known when a config names them without carrying their config.json.
-_KNOWN_VISION_TOWERS = {
-    "siglip2-so400m-patch14-384": dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
-                                       num_attention_heads=16, image_size=384, patch_size=14),
-    "siglip-so400m-patch14-384": dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
-                                      num_attention_heads=16, image_size=384, patch_size=14),
-}
 
 ASPECT_RATIO_MODES = ("anyres", "anyres_max_<N>", "pad", "square")
 PATCH_MERGE_TYPES = ("spatial_unpad", "flat")
 NEWLINE_POSITIONS = ("grid", "frame", "one_token", "no_token")
 SPATIAL_POOL_MODES = ("bilinear", "average")
 
+REQUIRED = object()  # `missing` of a key every config.json must have
+_DEFAULT = object()
 
-def _require(d: Mapping[str, Any], key: str, expected: Any, what: str) -> None:
-  value = d.get(key, expected)
-  if value != expected:
-    raise ValueError(f"{what}: config key {key!r} = {value!r} is not supported (expected {expected!r})")
+
+@dataclasses.dataclass(frozen=True)
+class HFKey:
+  """How config.json spells a field: its key, the value when the key is absent (a function of the
+  whole dict, REQUIRED, or the field's default), and the conversions from and to JSON."""
+
+  key: str
+  missing: Any
+  read: Callable[[Any], Any] | None
+  write: Callable[[Any], Any] | None
+
+
+def hf_field(default: Any, *, key: str | None = None, missing: Any = _DEFAULT, read=None, write=None):
+  """A dataclass field with its config.json spelling (key: the field's name unless given)."""
+  return dataclasses.field(default=default, metadata={"hf": (key, missing, read, write)})
+
+
+def _hf_keys(cls) -> dict[str, HFKey]:
+  out = {}
+  for f in dataclasses.fields(cls):
+    if "hf" in f.metadata:
+      key, missing, read, write = f.metadata["hf"]
+      out[f.name] = HFKey(key or f.name, f.default if missing is _DEFAULT else missing, read, write)
+  return out
+
+
+def read_hf_fields(cls, d: Mapping[str, Any]) -> dict[str, Any]:
+  """{field: value} of every `hf_field` of `cls` from the config.json dict `d`."""
+  values = {}
+  for name, spec in _hf_keys(cls).items():
+    if spec.key in d:
+      value = d[spec.key]
+    elif spec.missing is REQUIRED:
+      raise KeyError(spec.key)
+    else:
+      value = spec.missing(d) if callable(spec.missing) else spec.missing
+    values[name] = value if spec.read is None else spec.read(value)
+  return values
+
+
+def write_hf_fields(config) -> dict[str, Any]:
+  """{config.json key: value} of every `hf_field` of `config`, in declaration order."""
+  out = {}
+  for name, spec in _hf_keys(type(config)).items():
+    value = getattr(config, name)
+    out[spec.key] = value if spec.write is None else spec.write(value)
+  return out
+
+
+def check_divisible(name: str, value: int, divisor_name: str, divisor: int) -> None:
+  if value % divisor:
+    raise ValueError(f"{name} {value} is not divisible by {divisor_name} {divisor}")
+
+
+def check_supported(d: Mapping[str, Any], supported: Mapping[str, Any], what: str) -> None:
+  """Keys the model supports one value of: absent, or that value."""
+  for key, expected in supported.items():
+    value = d.get(key, expected)
+    if value != expected:
+      raise ValueError(f"{what}: config key {key!r} = {value!r} is not supported (expected {expected!r})")
 
 
 @dataclasses.dataclass(frozen=True)
 class LLaDAConfig:
-  """The language tower: a LLaMA-like transformer without causal mask."""
+  """The language tower: a LLaMA-like transformer without causal mask. Defaults: LLaDA-8B; absent
+  config.json keys mean what transformers' LlamaConfig defaults to."""
 
-  vocab_size: int = 126464
-  hidden_size: int = 4096
-  intermediate_size: int = 12288
-  num_hidden_layers: int = 32
-  num_attention_heads: int = 32
-  num_key_value_heads: int = 32
-  rope_theta: float = 500000.0
-  rms_norm_eps: float = 1e-5
-  max_position_embeddings: int = 16384
-  initializer_range: float = 0.02
-  bos_token_id: int | None = 126080
-  eos_token_id: int | None = 126081
-  pad_token_id: int | None = None
+  vocab_size: int = hf_field(126464, missing=REQUIRED, read=int)
+  hidden_size: int = hf_field(4096, missing=REQUIRED, read=int)
+  intermediate_size: int = hf_field(12288, missing=REQUIRED, read=int)
+  num_hidden_layers: int = hf_field(32, missing=REQUIRED, read=int)
+  num_attention_heads: int = hf_field(32, missing=REQUIRED, read=int)
+  # Absent (or null): one key/value head per query head.
+  num_key_value_heads: int = hf_field(32, missing=lambda d: None, read=None)
+  rope_theta: float = hf_field(500000.0, missing=10000.0, read=float)
+  rms_norm_eps: float = hf_field(1e-5, missing=1e-6, read=float)
+  max_position_embeddings: int = hf_field(16384, missing=2048, read=int)
+  initializer_range: float = hf_field(0.02, read=float)  # std of a random init of the weights
+  bos_token_id: int | None = hf_field(126080, missing=None)
+  eos_token_id: int | None = hf_field(126081, missing=None)
+  pad_token_id: int | None = hf_field(None)
+
+  HF_HEADER = {"model_type": "llada", "architectures": ["LLaDAModelLM"]}
+  # Written after the fields; those in HF_CHECKED must have these values when a config.json has them.
+  HF_CONSTANTS = {"hidden_act": "silu", "attention_bias": False, "attention_dropout": 0.0,
+                  "tie_word_embeddings": False, "rope_scaling": None, "pretraining_tp": 1, "use_cache": False}
+  HF_CHECKED = {"hidden_act": HF_CONSTANTS["hidden_act"], "attention_bias": HF_CONSTANTS["attention_bias"],
+                "mlp_bias": False, "tie_word_embeddings": HF_CONSTANTS["tie_word_embeddings"],
+                "rope_scaling": HF_CONSTANTS["rope_scaling"]}
 
   def __post_init__(self):
-    if self.hidden_size % self.num_attention_heads:
-      raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
-                       f"{self.num_attention_heads}")
-    if self.num_attention_heads % self.num_key_value_heads:
-      raise ValueError(f"num_attention_heads {self.num_attention_heads} is not divisible by "
-                       f"num_key_value_heads {self.num_key_value_heads}")
+    check_divisible("hidden_size", self.hidden_size, "num_attention_heads", self.num_attention_heads)
+    check_divisible("num_attention_heads", self.num_attention_heads, "num_key_value_heads", self.num_key_value_heads)
 
   @property
   def head_dim(self) -> int:
@@ -63,72 +123,35 @@ class LLaDAConfig:
 
   @classmethod
   def from_hf_config(cls, d: Mapping[str, Any]) -> "LLaDAConfig":
-    what = "LLaDA config"
-    _require(d, "hidden_act", "silu", what)
-    _require(d, "attention_bias", False, what)
-    _require(d, "mlp_bias", False, what)
-    _require(d, "tie_word_embeddings", False, what)
-    _require(d, "rope_scaling", None, what)
-    return cls(
-        vocab_size=int(d["vocab_size"]),
-        hidden_size=int(d["hidden_size"]),
-        intermediate_size=int(d["intermediate_size"]),
-        num_hidden_layers=int(d["num_hidden_layers"]),
-        num_attention_heads=int(d["num_attention_heads"]),
-        num_key_value_heads=int(d.get("num_key_value_heads") or d["num_attention_heads"]),
-        rope_theta=float(d.get("rope_theta", 10000.0)),
-        rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
-        max_position_embeddings=int(d.get("max_position_embeddings", 2048)),
-        initializer_range=float(d.get("initializer_range", 0.02)),
-        bos_token_id=d.get("bos_token_id"),
-        eos_token_id=d.get("eos_token_id"),
-        pad_token_id=d.get("pad_token_id"),
-    )
+    check_supported(d, cls.HF_CHECKED, "LLaDA config")
+    values = read_hf_fields(cls, d)
+    values["num_key_value_heads"] = int(values["num_key_value_heads"] or values["num_attention_heads"])
+    return cls(**values)
 
   def to_hf_config(self) -> dict[str, Any]:
-    return dict(
-        model_type="llada",
-        architectures=["LLaDAModelLM"],
-        vocab_size=self.vocab_size,
-        hidden_size=self.hidden_size,
-        intermediate_size=self.intermediate_size,
-        num_hidden_layers=self.num_hidden_layers,
-        num_attention_heads=self.num_attention_heads,
-        num_key_value_heads=self.num_key_value_heads,
-        rope_theta=self.rope_theta,
-        rms_norm_eps=self.rms_norm_eps,
-        max_position_embeddings=self.max_position_embeddings,
-        initializer_range=self.initializer_range,
-        bos_token_id=self.bos_token_id,
-        eos_token_id=self.eos_token_id,
-        pad_token_id=self.pad_token_id,
-        hidden_act="silu",
-        attention_bias=False,
-        attention_dropout=0.0,
-        tie_word_embeddings=False,
-        rope_scaling=None,
-        pretraining_tp=1,
-        use_cache=False,
-    )
+    return {**self.HF_HEADER, **write_hf_fields(self), **self.HF_CONSTANTS}
 
 
 @dataclasses.dataclass(frozen=True)
 class SiglipConfig:
-  """The vision tower (fixed-resolution SigLIP). `num_hidden_layers` is the tower's full depth."""
+  """The vision tower (fixed-resolution SigLIP). `num_hidden_layers` is the tower's full depth.
+  Defaults: SigLIP2 so400m-patch14-384, also for the keys a config.json lacks."""
 
-  hidden_size: int = 1152
-  intermediate_size: int = 4304
-  num_hidden_layers: int = 27
-  num_attention_heads: int = 16
-  num_channels: int = 3
-  image_size: int = 384
-  patch_size: int = 14
-  layer_norm_eps: float = 1e-6
+  hidden_size: int = hf_field(1152, read=int)
+  intermediate_size: int = hf_field(4304, read=int)
+  num_hidden_layers: int = hf_field(27, read=int)
+  num_attention_heads: int = hf_field(16, read=int)
+  num_channels: int = hf_field(3, read=int)
+  image_size: int = hf_field(384, read=int)
+  patch_size: int = hf_field(14, read=int)
+  layer_norm_eps: float = hf_field(1e-6, read=float)
+
+  HF_HEADER = {"model_type": "siglip_vision_model"}
+  HF_CONSTANTS = {"hidden_act": "gelu_pytorch_tanh", "attention_dropout": 0.0}
+  HF_CHECKED = {"hidden_act": HF_CONSTANTS["hidden_act"]}
 
   def __post_init__(self):
-    if self.hidden_size % self.num_attention_heads:
-      raise ValueError(f"vision hidden_size {self.hidden_size} is not divisible by num_attention_heads "
-                       f"{self.num_attention_heads}")
+    check_divisible("vision hidden_size", self.hidden_size, "num_attention_heads", self.num_attention_heads)
 
   @property
   def patches_per_side(self) -> int:
@@ -143,41 +166,24 @@ class SiglipConfig:
     """Accepts a `siglip_vision_model` config or a full SigLIP/SigLIP2 config (uses its vision part)."""
     if "vision_config" in d:
       d = d["vision_config"]
-    _require(d, "hidden_act", "gelu_pytorch_tanh", "SigLIP vision config")
-    defaults = cls()
-    return cls(
-        hidden_size=int(d.get("hidden_size", defaults.hidden_size)),
-        intermediate_size=int(d.get("intermediate_size", defaults.intermediate_size)),
-        num_hidden_layers=int(d.get("num_hidden_layers", defaults.num_hidden_layers)),
-        num_attention_heads=int(d.get("num_attention_heads", defaults.num_attention_heads)),
-        num_channels=int(d.get("num_channels", defaults.num_channels)),
-        image_size=int(d.get("image_size", defaults.image_size)),
-        patch_size=int(d.get("patch_size", defaults.patch_size)),
-        layer_norm_eps=float(d.get("layer_norm_eps", defaults.layer_norm_eps)),
-    )
+    check_supported(d, cls.HF_CHECKED, "SigLIP vision config")
+    return cls(**read_hf_fields(cls, d))
 
   def to_hf_config(self) -> dict[str, Any]:
-    return dict(
-        model_type="siglip_vision_model",
-        hidden_size=self.hidden_size,
-        intermediate_size=self.intermediate_size,
-        num_hidden_layers=self.num_hidden_layers,
-        num_attention_heads=self.num_attention_heads,
-        num_channels=self.num_channels,
-        image_size=self.image_size,
-        patch_size=self.patch_size,
-        layer_norm_eps=self.layer_norm_eps,
-        hidden_act="gelu_pytorch_tanh",
-        attention_dropout=0.0,
-    )
+    return {**self.HF_HEADER, **write_hf_fields(self), **self.HF_CONSTANTS}
+
+
+# Vision towers whose dims are known when a config names them without carrying their config.json.
+_KNOWN_VISION_TOWERS = {"siglip2-so400m-patch14-384": SiglipConfig(), "siglip-so400m-patch14-384": SiglipConfig()}
 
 
 @dataclasses.dataclass(frozen=True)
 class ProjectorConfig:
-  """The multimodal projector: `linear` or `mlp<N>x_gelu` (Linear, then (GELU, Linear) N-1 times)."""
+  """The multimodal projector: `linear` or `mlp<N>x_gelu` (Linear, then (GELU, Linear) N-1 times).
+  `out_features` is the language tower's width (not part of config.json)."""
 
-  projector_type: str = "mlp2x_gelu"
-  in_features: int = 1152
+  projector_type: str = hf_field("mlp2x_gelu", key="mm_projector_type", missing="linear")
+  in_features: int = hf_field(1152, key="mm_hidden_size", missing=REQUIRED, read=int)
   out_features: int = 4096
 
   def __post_init__(self):
@@ -195,11 +201,10 @@ class ProjectorConfig:
 
   @classmethod
   def from_hf_config(cls, d: Mapping[str, Any], out_features: int) -> "ProjectorConfig":
-    return cls(projector_type=d.get("mm_projector_type", "linear"),
-               in_features=int(d["mm_hidden_size"]), out_features=out_features)
+    return cls(**read_hf_fields(cls, d), out_features=out_features)
 
   def to_hf_config(self) -> dict[str, Any]:
-    return dict(mm_projector_type=self.projector_type, mm_hidden_size=self.in_features)
+    return write_hf_fields(self)
 
 
 def default_grid_pinpoints(tile: int = 384, max_grid: int = 6) -> tuple[tuple[int, int], ...]:
@@ -224,26 +229,47 @@ def parse_grid_pinpoints(value: Any, tile: int) -> tuple[tuple[int, int], ...]:
   return pairs
 
 
+def grid_pinpoints_range(pinpoints: tuple[tuple[int, int], ...], tile: int) -> str | None:
+  """The "(1x1),...,(6x6)" range (in crops of `tile`) that `parse_grid_pinpoints` expands into
+  `pinpoints`, or None when they are not such a range."""
+  (w0, h0), (w1, h1) = pinpoints[0], pinpoints[-1]
+  text = f"({w0 // tile}x{h0 // tile}),...,({w1 // tile}x{h1 // tile})"
+  try:
+    return text if parse_grid_pinpoints(text, tile) == tuple(pinpoints) else None
+  except ValueError:
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class LLaDAVConfig:
-  """LLaDA-V: vision tower -> projector -> features spliced into the language tower's input."""
+  """LLaDA-V: vision tower -> projector -> features spliced into the language tower's input.
+  Defaults: the published model; absent config.json keys mean what upstream's defaults are."""
 
   text: LLaDAConfig = LLaDAConfig()
   vision: SiglipConfig = SiglipConfig()
   projector: ProjectorConfig = ProjectorConfig()
+  vision_tower_name: str = hf_field("google/siglip2-so400m-patch14-384", key="mm_vision_tower", read=str)
   # Hidden-state index of the vision tower fed to the projector, HF convention: -2 is the output of
   # the penultimate layer, un-normalised (what upstream computes by deleting the last layer).
-  vision_select_layer: int = -2
-  vision_tower_name: str = "google/siglip2-so400m-patch14-384"
-  image_aspect_ratio: str = "anyres_max_4"
-  image_grid_pinpoints: tuple[tuple[int, int], ...] = default_grid_pinpoints()
-  patch_merge_type: str = "spatial_unpad"
+  vision_select_layer: int = hf_field(-2, key="mm_vision_select_layer", read=int)
+  image_aspect_ratio: str = hf_field("anyres_max_4", missing="square")
+  # (width, height) pairs, multiples of the crop size; config.json may also hold a "(1x1),...,(6x6)" range.
+  image_grid_pinpoints: tuple[tuple[int, int], ...] = hf_field(
+      default_grid_pinpoints(), missing=None, write=lambda pairs: [list(p) for p in pairs])
+  patch_merge_type: str = hf_field("spatial_unpad", key="mm_patch_merge_type", missing="flat")
   # Video: where image-newline tokens go, and how frames are pooled 2x2.
-  newline_position: str = "grid"
-  spatial_pool_mode: str = "bilinear"
+  newline_position: str = hf_field("grid", key="mm_newline_position", missing="one_token")
+  spatial_pool_mode: str = hf_field("bilinear", key="mm_spatial_pool_mode")
   # Maximum length of the spliced sequence (upstream's tokenizer_model_max_length).
-  max_length: int | None = None
+  max_length: int | None = hf_field(None, key="tokenizer_model_max_length")
   tokens: TokenIds = TokenIds()
+
+  HF_HEADER = {"model_type": "llava_llada", "architectures": ["LlavaLLaDAModelLM"]}
+  # Upstream's settings this project has no alternative to (SigLIP towers always give patch
+  # features), written after the fields; the first one, in upstream's key order, after the layer.
+  HF_SELECT_FEATURE = {"mm_vision_select_feature": "patch"}
+  HF_CONSTANTS = {"tokenizer_padding_side": "right", "use_mm_proj": True, "mm_use_im_start_end": False,
+                  "mm_use_im_patch_token": False}
 
   def __post_init__(self):
     if self.projector.in_features != self.vision.hidden_size:
@@ -307,80 +333,28 @@ class LLaDAVConfig:
     token ids come from `tokens` (e.g. read from the tokenizer), else `TokenIds.from_config_json`.
     """
     model_type = d.get("model_type")
-    if model_type != "llava_llada":
-      raise ValueError(f"expected a config with model_type 'llava_llada', got {model_type!r}")
-    tower_name = d.get("mm_vision_tower", cls.vision_tower_name)
+    if model_type != cls.HF_HEADER["model_type"]:
+      raise ValueError(f"expected a config with model_type {cls.HF_HEADER['model_type']!r}, got {model_type!r}")
+    values = read_hf_fields(cls, d)
     if vision_config is None:
       vision_config = d.get("vision_config")
     if vision_config is not None:
       vision = SiglipConfig.from_hf_config(vision_config)
     else:
-      known = [dims for key, dims in _KNOWN_VISION_TOWERS.items() if key in str(tower_name)]
+      known = [dims for key, dims in _KNOWN_VISION_TOWERS.items() if key in values["vision_tower_name"]]
       if not known:
-        raise ValueError(f"mm_vision_tower {tower_name!r}: unknown tower; pass its config.json "
+        raise ValueError(f"mm_vision_tower {values['vision_tower_name']!r}: unknown tower; pass its config.json "
                          "as vision_config")
-      vision = SiglipConfig(**known[0])
+      vision = known[0]
     text = LLaDAConfig.from_hf_config(d)
-    return cls(
-        text=text,
-        vision=vision,
-        projector=ProjectorConfig.from_hf_config(d, out_features=text.hidden_size),
-        vision_select_layer=int(d.get("mm_vision_select_layer", -2)),
-        vision_tower_name=str(tower_name),
-        image_aspect_ratio=d.get("image_aspect_ratio", "square"),
-        image_grid_pinpoints=parse_grid_pinpoints(
-            d.get("image_grid_pinpoints") or default_grid_pinpoints(vision.image_size),
-            vision.image_size),
-        patch_merge_type=d.get("mm_patch_merge_type", "flat"),
-        newline_position=d.get("mm_newline_position", "one_token"),
-        spatial_pool_mode=d.get("mm_spatial_pool_mode", "bilinear"),
-        max_length=d.get("tokenizer_model_max_length"),
-        tokens=TokenIds.from_config_json(d) if tokens is None else tokens,
-    )
+    pinpoints = values["image_grid_pinpoints"] or default_grid_pinpoints(vision.image_size)
+    return cls(**dict(values, image_grid_pinpoints=parse_grid_pinpoints(pinpoints, vision.image_size)),
+               text=text, vision=vision, projector=ProjectorConfig.from_hf_config(d, out_features=text.hidden_size),
+               tokens=TokenIds.from_config_json(d) if tokens is None else tokens)
 
   def to_hf_config(self) -> dict[str, Any]:
-    d = self.text.to_hf_config()
-    d.update(self.projector.to_hf_config())
-    d.update(
-        model_type="llava_llada",
-        architectures=["LlavaLLaDAModelLM"],
-        mm_vision_tower=self.vision_tower_name,
-        mm_vision_select_layer=self.vision_select_layer,
-        mm_vision_select_feature="patch",
-        image_aspect_ratio=self.image_aspect_ratio,
-        image_grid_pinpoints=[list(p) for p in self.image_grid_pinpoints],
-        mm_patch_merge_type=self.patch_merge_type,
-        mm_newline_position=self.newline_position,
-        mm_spatial_pool_mode=self.spatial_pool_mode,
-        tokenizer_model_max_length=self.max_length,
-        tokenizer_padding_side="right",
-        use_mm_proj=True,
-        mm_use_im_start_end=False,
-        mm_use_im_patch_token=False,
-        vision_config=self.vision.to_hf_config(),
-    )
-    d[TokenIds.HF_KEY] = self.tokens.to_dict()
-    return d
-
-
-@dataclasses.dataclass(frozen=True)
-class ComputeConfig:
-  """How the modules compute, independent of the checkpoint: dtypes, layer scan, remat, attention."""
-
-  dtype: str = "float32"  # activations
-  param_dtype: str = "float32"
-  scan_layers: bool = True
-  remat_policy: str = "none"
-  attention_impl: str = "xla"
-
-  REMAT_POLICIES = ("none", "full", "minimal", "save_attention")
-  ATTENTION_IMPLS = ("xla", "cudnn")
-  DTYPES = ("float32", "bfloat16", "float16")
-
-  def __post_init__(self):
-    for name, value, choices in (("dtype", self.dtype, self.DTYPES),
-                                 ("param_dtype", self.param_dtype, self.DTYPES),
-                                 ("remat_policy", self.remat_policy, self.REMAT_POLICIES),
-                                 ("attention_impl", self.attention_impl, self.ATTENTION_IMPLS)):
-      if value not in choices:
-        raise ValueError(f"compute.{name} = {value!r}; choices: {choices}")
+    fields = list(write_hf_fields(self).items())
+    tower, rest = dict(fields[:2]), dict(fields[2:])
+    return {**self.text.to_hf_config(), **self.projector.to_hf_config(), **self.HF_HEADER, **tower,
+            **self.HF_SELECT_FEATURE, **rest, **self.HF_CONSTANTS, "vision_config": self.vision.to_hf_config(),
+            TokenIds.HF_KEY: self.tokens.to_dict()}

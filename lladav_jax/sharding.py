@@ -110,25 +110,6 @@ def batch_sharding(mesh: Mesh, ndim: int, rules) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(*spec))
 
 
-def init_sharded(model: nn.Module, rng: jax.Array, inputs: dict[str, jax.ShapeDtypeStruct], mesh: Mesh,
-                 rules) -> tuple[Any, Any]:
-  """Initialises `model` directly into its shardings: the init is traced abstractly, then compiled
-  with output shardings, so no host ever holds the whole model. Returns (params, shardings),
-  both unboxed (plain arrays / NamedShardings)."""
-  rules = normalize_rules(rules)
-  abstract = jax.eval_shape(model.init, rng, **inputs)
-  shardings = logical_shardings(nn.get_partition_spec(abstract), mesh, rules)
-
-  def init(rng):
-    # Params depend only on input shapes; zeros built inside the program cost nothing.
-    dummy = {k: jax.numpy.zeros(v.shape, v.dtype) for k, v in inputs.items()}
-    return nn.unbox(model.init(rng, **dummy))
-
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    params = jax.jit(init, out_shardings=shardings)(rng)
-  return params, shardings
-
-
 def sharded_fraction(array: jax.Array) -> float:
   """Fraction of the array held by one device (1.0 = fully replicated)."""
   shard_shape = array.sharding.shard_shape(array.shape)

@@ -3,7 +3,8 @@
 import numpy as np
 from PIL import Image
 
-from lladav_jax.model_config import ComputeConfig, LLaDAConfig, LLaDAVConfig, ProjectorConfig, SiglipConfig
+from lladav_jax.model_config import LLaDAConfig, LLaDAVConfig, ProjectorConfig, SiglipConfig
+from lladav_jax.models.compute import ComputeConfig
 from lladav_jax.tokens import TokenIds
 
 TEXT = LLaDAConfig(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2,

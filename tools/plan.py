@@ -13,7 +13,6 @@ temporaries as an estimate.
 """
 
 import argparse
-import importlib
 import os
 import sys
 import time
@@ -33,8 +32,7 @@ def parse_args():
 
 def main():
   args = parse_args()
-  os.environ["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={args.devices} "
-                             "--xla_cpu_enable_concurrency_optimized_scheduler=false")
+  os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -42,13 +40,14 @@ def main():
   import jax
   import numpy as np
 
-  from lladav_jax import run_config
+  from lladav_jax import cli, run_config
   from lladav_jax.train import loop, metrics
+  from lladav_jax.train.state import with_shardings
 
-  module = importlib.import_module(args.config.replace("/", ".").removesuffix(".py"))
-  config = module.get_config()
+  cli.set_platform_flags()
+  config = run_config.load_config_file(args.config)
   if args.mesh:
-    config.mesh.update({k: int(v) for k, v in (kv.split("=") for kv in args.mesh.split(","))})
+    config.mesh.update(cli.parse_mesh(args.mesh))
   else:
     config.mesh.update(dict(data=1, fsdp=-1, tensor=1))
   if args.remat:
@@ -58,8 +57,8 @@ def main():
   model_config = run_config.model_config(config)
 
   start = time.perf_counter()
-  plan = loop.plan(config, total_steps=1000)
-  shardings = plan.state_shardings
+  setup = loop.setup(config, total_steps=1000)
+  shardings = setup.state_shardings
 
   def per_device_bytes(tree, tree_shardings):
     total = 0
@@ -67,22 +66,22 @@ def main():
       total += int(np.prod(sharding.shard_shape(leaf.shape))) * leaf.dtype.itemsize
     return total
 
-  abstract = plan.abstract_state
+  abstract = setup.abstract_state
   params_bytes = per_device_bytes(abstract.params, shardings.params)
   opt_bytes = per_device_bytes(abstract.opt_state, shardings.opt_state)
   spec = loop.batch_spec(config, model_config, args.seq_len, args.crops)
-  batch_in = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=plan.batch_shardings[k]) for k, v in spec.items()}
-  state_in = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-  with jax.set_mesh(plan.mesh), nn.logical_axis_rules(plan.rules):
-    lowered = plan.train_step.jitted.lower(state_in, batch_in)
+  batch_in = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=setup.batch_shardings[k]) for k, v in spec.items()}
+  state_in = with_shardings(abstract, shardings)
+  with jax.set_mesh(setup.mesh), nn.logical_axis_rules(setup.rules):
+    lowered = setup.train_step.jitted.lower(state_in, batch_in)
   compiled = lowered.compile()
   seconds = time.perf_counter() - start
   memory = compiled.memory_analysis()
   analytic = metrics.step_flops(model_config, batch, args.seq_len, args.crops, config.optim.trainable)
-  batch_bytes = per_device_bytes(list(spec.values()), [plan.batch_shardings[k] for k in spec])
+  batch_bytes = per_device_bytes(list(spec.values()), [setup.batch_shardings[k] for k in spec])
 
   gib = 2 ** 30
-  mesh = dict(plan.mesh.shape)
+  mesh = dict(setup.mesh.shape)
   print(f"config {args.config}: {sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params)) / 1e9:.2f}B "
         f"params ({config.compute.param_dtype} master, {config.compute.dtype} compute, remat "
         f"{config.compute.remat_policy}), trainable {tuple(config.optim.trainable)}")

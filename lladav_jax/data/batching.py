@@ -17,7 +17,7 @@ import numpy as np
 from lladav_jax.data.examples import sample_from_example
 from lladav_jax.images.feature_layout import NEWLINE, TAPS
 from lladav_jax.model_config import LLaDAVConfig
-from lladav_jax.models.multimodal_inputs import Sample, collate
+from lladav_jax.samples import Sample, collate
 from lladav_jax.tokens import IGNORE_LABEL
 
 

@@ -100,6 +100,13 @@ class DataConfig:
     return tuple(self.seq_len_buckets)
 
 
+def data_section() -> dict[str, Any]:
+  """DataConfig's fields and defaults as a run-config section (`sources` empty: a recipe sets them;
+  dicts of SourceSpec fields)."""
+  fields = {f.name: f.default for f in dataclasses.fields(DataConfig) if f.name != "sources"}
+  return dict(fields, video=dataclasses.asdict(fields["video"]), sources=[])
+
+
 def data_config(config: Mapping[str, Any]) -> DataConfig:
   """A run config's `data` section (ConfigDict or dict; sources as a list of dicts) -> DataConfig."""
   d = dict(config.to_dict() if hasattr(config, "to_dict") else config)

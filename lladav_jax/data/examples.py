@@ -25,7 +25,7 @@ from lladav_jax.data.sources import SourceSpec
 from lladav_jax.images.crops import Visual, image_visual, video_visual
 from lladav_jax.images.feature_layout import visual_layout
 from lladav_jax.model_config import LLaDAVConfig
-from lladav_jax.models.multimodal_inputs import Sample, SampleError, build_sample
+from lladav_jax.samples import Sample, SampleError, build_sample
 from lladav_jax.tokens import IMAGE_PLACEHOLDER_ID
 
 SAMPLE_KEYS = ("input_ids", "image_mask", "image_index", "image_weight", "turn_ids", "labels")

@@ -6,7 +6,7 @@ import json
 import os
 from typing import Sequence
 
-from lladav_jax import load_pretrained
+from lladav_jax.checkpoints.pretrained import load_pretrained
 from lladav_jax.data.prompts import build_prompt
 from lladav_jax.data.tokenizer import Tokenizer
 from lladav_jax.diffusion.generation import generate
@@ -14,9 +14,8 @@ from lladav_jax.diffusion.settings import SamplerSettings
 from lladav_jax.eval import metrics
 from lladav_jax.images import load_image
 from lladav_jax.images.crops import sample_visuals
-from lladav_jax.model_config import ComputeConfig
-from lladav_jax.models.lladav import LLaDAV
-from lladav_jax.models.multimodal_inputs import build_sample
+from lladav_jax.models import ComputeConfig, LLaDAV
+from lladav_jax.samples import build_sample
 
 # Answers are one word: a few tokens, then <|eot_id|> (the stop) and EOS padding.
 GEN_LENGTH = 4

@@ -77,16 +77,12 @@ class Denoiser:
     suffix = jnp.broadcast_to(c.suffix_embeds.astype(gen_embeds.dtype), (b,) + c.suffix_embeds.shape)
     return jnp.concatenate([c.prompt_embeds.astype(gen_embeds.dtype), gen_embeds, suffix], axis=1)
 
-  def full(self, gen_embeds: jax.Array, block_start: jax.Array, with_cache: bool):
-    """Every canvas position -> (block logits, KVCache of the whole canvas or None)."""
+  def full(self, gen_embeds: jax.Array, block_start: jax.Array) -> tuple[jax.Array, KVCache]:
+    """Every canvas position -> (block logits, KVCache of the whole canvas)."""
     c = self.canvas
     embeds = self._canvas_embeds(gen_embeds)
     mask = c.valid[:, None, None, :]  # every query sees the row's valid keys
-    if with_cache:
-      empty = KVCache.empty(self.model.config.text, embeds.shape[0], embeds.dtype)
-      hidden, cache = self.model.apply(self.params, embeds, c.positions, mask, empty, method=_hidden)
-    else:
-      hidden, cache = self.model.apply(self.params, embeds, c.positions, mask, None, method=_hidden), None
+    hidden, cache = self.model.apply(self.params, embeds, c.positions, mask, None, method=_hidden)
     return self._block_logits(hidden, c.prompt_length + block_start), cache
 
   def window(self, gen_embeds: jax.Array, cache: KVCache, window_start: jax.Array, window_length: int,
@@ -114,7 +110,7 @@ class Denoiser:
 
 def build_canvas(model: LLaDAV, params, prompt: dict, prompt_lengths: jax.Array, gen_length: int,
                  suffix: tuple[int, ...], mask_id: int, guidance: bool) -> Canvas:
-  """prompt: collated arrays [B, P, ...] (see models.multimodal_inputs.collate); prompt_lengths int[B].
+  """prompt: collated arrays [B, P, ...] (see samples.collate); prompt_lengths int[B].
 
   With guidance the rows are followed by their unconditional copies (every prompt position holds
   the [MASK] embedding, as upstream), so the canvas has 2B rows.

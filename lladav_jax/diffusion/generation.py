@@ -1,4 +1,4 @@
-"""Host-side entry point: prompts (foundation `Sample`s) in, answers (token ids) and a trace out.
+"""Host-side entry point: prompts (`samples.Sample`s) in, answers (token ids) and a trace out.
 
     answers, trace = generate(model, params, samples, settings, seed=0)
 
@@ -13,10 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lladav_jax.diffusion.sampler import PROMPT_KEYS, program
+from lladav_jax.diffusion.sampler import program
 from lladav_jax.diffusion.settings import SamplerSettings
 from lladav_jax.models.lladav import LLaDAV
-from lladav_jax.models.multimodal_inputs import Sample, SampleError, collate
+from lladav_jax.samples import MODEL_INPUT_KEYS, Sample, SampleError, collate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +73,7 @@ def collate_prompts(model: LLaDAV, samples: Sequence[Sample], prompt_bucket: int
   prompt_len = round_up(max(s.length for s in samples), prompt_bucket)
   crops = round_up(max(s.num_crops for s in samples), crop_bucket)
   batch = collate([[s] for s in samples], prompt_len, crops, model.config)
-  prompt = {k: jnp.asarray(batch[k]) for k in PROMPT_KEYS}
+  prompt = {k: jnp.asarray(batch[k]) for k in MODEL_INPUT_KEYS}
   return prompt, jnp.asarray([s.length for s in samples], jnp.int32)
 
 

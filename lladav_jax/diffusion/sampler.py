@@ -25,18 +25,13 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from lladav_jax.diffusion import remasking as R
+from lladav_jax.diffusion import remasking
 from lladav_jax.diffusion.denoiser import Denoiser, build_canvas
 from lladav_jax.diffusion.schedule import step_quota
 from lladav_jax.diffusion.settings import SamplerSettings
 from lladav_jax.diffusion.stopping import update_stop
-from lladav_jax.models.layers import dtype_of
 from lladav_jax.models.llada import KVCache
 from lladav_jax.models.lladav import LLaDAV
-
-# Collated prompt arrays the program reads (see models.multimodal_inputs.collate).
-PROMPT_KEYS = ("input_ids", "positions", "segment_ids", "image_mask", "image_index", "image_weight",
-               "pixel_values")
 
 # How many times each program was traced (compiled); tests use it to check the compile cache.
 TRACE_COUNTS: collections.Counter = collections.Counter()
@@ -63,7 +58,8 @@ class DecodeResult:
 
 def decode(model: LLaDAV, settings: SamplerSettings, params, prompt: dict, prompt_lengths: jax.Array,
            row_keys: jax.Array) -> DecodeResult:
-  """prompt: collated arrays [B, P, ...]; prompt_lengths: int[B] real tokens; row_keys: key[B].
+  """prompt: the collated model inputs [B, P, ...] (`samples.MODEL_INPUT_KEYS`); prompt_lengths: int[B]
+  real tokens; row_keys: key[B].
 
   `settings` must be resolved (`SamplerSettings.resolve`). Trace with jit (see `program`).
   """
@@ -83,16 +79,16 @@ def decode(model: LLaDAV, settings: SamplerSettings, params, prompt: dict, promp
     length = prompt_len if s.cache == "prefix" else prompt_len + gen + len(s.suffix)
     cfg = model.config.text
     shape = (cfg.num_hidden_layers, canvas_rows, length, cfg.num_key_value_heads, cfg.head_dim)
-    zeros = jnp.zeros(shape, dtype_of(model.compute.dtype))
+    zeros = jnp.zeros(shape, model.compute.activation_dtype)
     return KVCache(zeros, zeros)
 
   def evaluate(step, start, gen_embeds, cache):
     """One model evaluation -> (float32 block logits [2B or B, block, V], cache)."""
     if s.cache == "none":
-      return den.full(gen_embeds, start, with_cache=False)[0], cache
+      return den.full(gen_embeds, start)[0], cache
 
     def refresh_branch():
-      logits, fresh = den.full(gen_embeds, start, with_cache=True)
+      logits, fresh = den.full(gen_embeds, start)
       if s.cache == "prefix":
         fresh = jax.tree_util.tree_map(lambda a: a[:, :, :prompt_len], fresh)
       return logits, fresh
@@ -127,18 +123,18 @@ def decode(model: LLaDAV, settings: SamplerSettings, params, prompt: dict, promp
       active = jnp.any(eligible, axis=1)
       logits, cache = evaluate(step, start, den.generated_embeds(st.tokens, st.masked), st.cache)
       if guidance:
-        logits = R.guide(logits[:batch], logits[batch:], s.cfg_scale)
+        logits = remasking.guide(logits[:batch], logits[batch:], s.cfg_scale)
       masked_block = block_view(st.masked, start)
-      logits = R.suppress(logits, masked_block, s.suppressed_ids)
-      token_keys, remask_keys = jax.vmap(R.step_keys)(row_keys, st.row_steps)
-      proposal = R.choose_tokens(logits, s.temperature, token_keys)
-      score = R.confidence(logits, proposal, s.remasking, remask_keys)
+      logits = remasking.suppress(logits, masked_block, s.suppressed_ids)
+      token_keys, remask_keys = jax.vmap(remasking.step_keys)(row_keys, st.row_steps)
+      proposal = remasking.choose_tokens(logits, s.temperature, token_keys)
+      score = remasking.confidence(logits, proposal, s.remasking, remask_keys)
       if s.threshold is not None:
-        commit = R.select_threshold(score, eligible, s.threshold)
+        commit = remasking.select_threshold(score, eligible, s.threshold)
       elif s.factor is not None:
-        commit = R.select_factor(score, eligible, s.factor)
+        commit = remasking.select_factor(score, eligible, s.factor)
       else:
-        commit = R.select_top(score, eligible, step_quota(count, s.steps_per_block, step))
+        commit = remasking.select_top(score, eligible, step_quota(count, s.steps_per_block, step))
       put = lambda full, part: jax.lax.dynamic_update_slice_in_dim(full, part, start, axis=1)
       tokens = put(st.tokens, jnp.where(commit, proposal, block_view(st.tokens, start)))
       masked = put(st.masked, masked_block & ~commit)

@@ -2,10 +2,12 @@
 
 Every field is static: together with the batch shape it keys the compiled decode program. `resolve`
 fills the defaults that depend on the model (special ids) and checks every combination once, with an
-error that names the field.
+error that names the field. `decoding_settings` is the one rule that turns stop strings into stop
+sequences, for every entry point.
 """
 
 import dataclasses
+from typing import Sequence
 
 from lladav_jax.model_config import LLaDAVConfig
 
@@ -133,3 +135,21 @@ class SamplerSettings:
         fail(f"stop sequence {i} {stop} is longer than gen_length {self.gen_length}")
     if any(not 0 <= t < vocab for t in self.suffix):
       fail(f"suffix {self.suffix} has ids outside the vocabulary {vocab}")
+
+
+def decoding_settings(tokenizer, eot_id: int, *, gen_length: int, steps: int, block_length: int,
+                      stops: Sequence[str] = (), stop_order: str = "upstream", **fields) -> SamplerSettings:
+  """Settings as LLaDA-V's evaluation decodes: the stop strings' ids in order, then `<|eot_id|>` (upstream
+  appends the conversation separator to the task's stopping criteria), scanned in upstream's order, and
+  only the ids the tokenizer has (`vocab_limit`). `tokenizer`: anything with `encode(text,
+  add_special_tokens)` and `len()`; `fields`: any other SamplerSettings field."""
+  sequences = []
+  for text in stops:
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if not ids:
+      raise ValueError(f"stop string {text!r} encodes to no tokens")
+    sequences.append(tuple(ids))
+  sequences.append((eot_id,))
+  return SamplerSettings(gen_length=gen_length, steps=steps, block_length=block_length,
+                         stop_sequences=tuple(sequences), stop_order=stop_order, vocab_limit=len(tokenizer),
+                         **fields)

@@ -7,7 +7,7 @@
                       batch_size=16, output_dir="runs/mmstar")
     result.summary["metrics"], result.samples[0]["prediction"]
 
-Records are planned into bucketed batches, decoded greedily with the task's settings, scored and
+Records are sorted into bucketed batches, decoded greedily with the task's settings, scored and
 appended to the output directory's resume log batch by batch; the final files and the summary are
 written at the end (see results.py). In a multi-process run every process calls `evaluate` with the
 same arguments; process 0 writes the files and gets the results, the others get an empty result.
@@ -28,7 +28,7 @@ from tqdm import tqdm
 from lladav_jax.data.tokenizer import Tokenizer
 from lladav_jax.diffusion.generation import max_total_length
 from lladav_jax.diffusion.settings import SamplerSettings
-from lladav_jax.eval import planning, results as files
+from lladav_jax.eval import bucketing, results
 from lladav_jax.eval.readers import read_rows
 from lladav_jax.eval.runner import BatchRunner, RowResult, answer_text, default_mesh_and_params, task_settings
 from lladav_jax.eval.tasks.base import Record, Task, load_records
@@ -118,7 +118,7 @@ def evaluate(model: LLaDAV, params, tokenizer: Tokenizer, task: Task, records: S
   if output_dir is not None and lead:
     run = {"task": task.name, "records": len(records), "failures": len(failures), "fingerprint": fingerprint(records),
            "settings": repr(settings), "think": think, "seed": seed, "system_prompt": system_prompt}
-    store = files.ResultsLog(output_dir, run, overwrite=overwrite)
+    store = results.ResultsLog(output_dir, run, overwrite=overwrite)
     memory = store.entries
   done = _done_everywhere(set(memory), max(indices, default=-1) + 1)
 
@@ -133,7 +133,7 @@ def evaluate(model: LLaDAV, params, tokenizer: Tokenizer, task: Task, records: S
   prompts, early = [], []
   for record in (r for r in records if r.index not in done):
     try:
-      prompt = planning.probe(record, tokenizer, config, think, system_prompt)
+      prompt = bucketing.probe(record, tokenizer, config, think, system_prompt)
     except (OSError, ValueError) as e:
       early.append({"index": record.index, "id": record.id, "question": record.question,
                     "error": f"{type(e).__name__}: {e}"})
@@ -146,7 +146,7 @@ def evaluate(model: LLaDAV, params, tokenizer: Tokenizer, task: Task, records: S
     prompts.append(prompt)
   record_entries(early)
 
-  batches = planning.plan_batches(prompts, batch_size, min_length_bucket)
+  batches = bucketing.bucket_batches(prompts, batch_size, min_length_bucket)
   runner = BatchRunner(model, params, settings, mesh, rules, batch_size, seed)
   bar = tqdm(total=len(prompts), unit="sample", disable=not (progress and lead), desc=task.name, smoothing=0.1)
   start = time.perf_counter()
@@ -169,7 +169,7 @@ def evaluate(model: LLaDAV, params, tokenizer: Tokenizer, task: Task, records: S
   final = dict(summary, throughput={"decoded_this_run": len(prompts), "seconds": round(seconds, 3),
                                     "samples_per_second": round(len(prompts) / seconds, 3) if seconds else None})
   if output_dir is not None:
-    files.write_final(output_dir, samples, final)
+    results.write_final(output_dir, samples, final)
   if log is not None:
-    log(files.summary_markdown(summary))
+    log(results.summary_markdown(summary))
   return EvalResult(samples, final)

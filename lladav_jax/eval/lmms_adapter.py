@@ -8,7 +8,7 @@ lmms-eval finds the model through the entry point group "lmms_eval.models" (pypr
 `lladav_jax = "lladav_jax.eval.lmms_adapter:manifest"`); `simple_evaluate(model=LLaDAVJax(...))`
 works without it. The requests are answered as upstream's `llava_onevision_llada` wrapper answers
 them (the same prompt, think tag, stop strings and clean-up) but in batches: requests with equal
-generation kwargs are planned into bucketed batches and decoded by one jitted program per shape.
+generation kwargs are sorted into bucketed batches and decoded by one jitted program per shape.
 Generation only: `loglikelihood` and multi-round generation are not provided.
 """
 
@@ -22,7 +22,9 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 from PIL import Image
 
-from lladav_jax.eval import planning
+from lladav_jax import cli
+from lladav_jax.data.prompts import THINK_TAGS
+from lladav_jax.eval import bucketing
 from lladav_jax.eval.runner import BatchRunner, answer_text, default_mesh_and_params, task_settings
 from lladav_jax.eval.tasks.base import Decoding, Record
 
@@ -43,7 +45,7 @@ def decoding_from_kwargs(gen_kwargs: dict) -> tuple[Decoding, dict]:
   stops = (stops,) if isinstance(stops, str) else tuple(s for s in stops if s != "<|eot_id|>")
   think = gen_kwargs.get("think_mode")
   decoding = Decoding(gen_length=gen, steps=steps, block_length=_int(gen_kwargs.get("block_length"), 2),
-                      stops=stops, think=think if think in ("think", "no_think") else None)
+                      stops=stops, think=think if think in THINK_TAGS else None)
   extra = {"temperature": float(gen_kwargs.get("temperature") or 0.0), "cfg_scale": float(gen_kwargs.get("cfg") or 0.0),
            "remasking": gen_kwargs.get("remasking") or "low_confidence"}
   return decoding, extra
@@ -58,21 +60,18 @@ class LLaDAVJax(lmms):
                threshold: float | str | None = None, seed: int | str = 0, tokenizer: str | None = None,
                **kwargs: Any):
     super().__init__()
-    import jax
-    from lladav_jax import load_pretrained, sharding
-    from lladav_jax.eval.__main__ import parse_mesh
-    from lladav_jax.generate import find_tokenizer
-    from lladav_jax.model_config import ComputeConfig
-    from lladav_jax.models.lladav import LLaDAV
+    from lladav_jax import sharding
+    from lladav_jax.checkpoints.pretrained import load_pretrained
+    from lladav_jax.models import ComputeConfig, LLaDAV
     if kwargs:
       raise ValueError(f"{MODEL_NAME}: unknown model_args {sorted(kwargs)}")
-    dtype = dtype or ("float32" if jax.default_backend() == "cpu" else "bfloat16")
-    self._mesh = sharding.create_mesh(parse_mesh(mesh))
+    dtype = cli.default_dtype(dtype)
+    self._mesh = sharding.create_mesh(cli.parse_mesh(mesh))
     self._rules = sharding.DEFAULT_LOGICAL_AXIS_RULES
     config, params = load_pretrained(pretrained, mesh=self._mesh, rules=self._rules, dtype=dtype)
     self._model = LLaDAV(config, ComputeConfig(dtype=dtype, param_dtype=dtype, scan_layers=True))
     self._mesh, self._params = default_mesh_and_params(self._model, {"params": params}, self._mesh)
-    self._tokenizer = find_tokenizer(pretrained, tokenizer)
+    self._tokenizer = cli.find_tokenizer(pretrained, tokenizer)
     self._tokenizer.check_token_ids(config.tokens)
     self.batch_size_per_gpu = int(batch_size)
     self._speed = {"cache": cache, "refresh": None if refresh in (None, "") else int(refresh),
@@ -93,11 +92,11 @@ class LLaDAVJax(lmms):
       decoding, extra = decoding_from_kwargs(json.loads(key))
       settings = task_settings(decoding, self._tokenizer, self._model.config.tokens.eot,
                                stop_order=self._stop_order, **extra, **self._speed)
-      prompts = [planning.probe(self._record(i, requests[i]), self._tokenizer, self._model.config, decoding.think)
+      prompts = [bucketing.probe(self._record(i, requests[i]), self._tokenizer, self._model.config, decoding.think)
                  for i in members]
       runner = BatchRunner(self._model, self._params, settings, self._mesh, self._rules, self.batch_size,
                            self._seed)
-      for batch in planning.plan_batches(prompts, self.batch_size):
+      for batch in bucketing.bucket_batches(prompts, self.batch_size):
         for row in runner.run(batch):
           if row.error:
             raise ValueError(f"{MODEL_NAME}: request {row.prompt.record.id}: {row.error}")

@@ -1,4 +1,4 @@
-"""Decoding planned batches on the device mesh, across processes.
+"""Decoding bucketed batches on the device mesh, across processes.
 
 Every process runs the same jitted decode on a global batch: process p prepares only its own rows
 (decodes their images, builds their crops), the rows become one global array sharded over the
@@ -17,18 +17,17 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
-from lladav_jax import sharding
+from lladav_jax import multihost, sharding
 from lladav_jax.data.tokenizer import Tokenizer
 from lladav_jax.diffusion import sampler
-from lladav_jax.diffusion.settings import SamplerSettings
-from lladav_jax.eval.planning import Batch, Prompt
+from lladav_jax.diffusion.settings import SamplerSettings, decoding_settings
+from lladav_jax.eval.bucketing import Batch, Prompt
 from lladav_jax.eval.tasks.base import Decoding
 from lladav_jax.images import ImageDecodeError, load_image
 from lladav_jax.images.crops import sample_visuals
 from lladav_jax.images.loading import to_rgb
 from lladav_jax.models.lladav import LLaDAV
-from lladav_jax.models.multimodal_inputs import Sample, SampleError, build_sample, collate
-from lladav_jax.train import multihost
+from lladav_jax.samples import MODEL_INPUT_KEYS, Sample, SampleError, build_sample, collate
 
 # Traces (compilations) of each evaluation program; tests read it to count compiled shapes.
 TRACE_COUNTS: collections.Counter = collections.Counter()
@@ -37,20 +36,11 @@ _MESSAGE_BYTES = 512
 
 def task_settings(decoding: Decoding, tokenizer: Tokenizer, eot_id: int, *, stop_order: str = "upstream",
                   **changes) -> SamplerSettings:
-  """Sampler settings for a task as upstream's lmms-eval wrapper decodes it: the task's stop strings
-  then `<|eot_id|>`, in that order (`stop_order="upstream"` scans them as upstream does), and only the
-  tokenizer's ids (`vocab_limit`). `changes` replace any field (e.g. cache="dual")."""
-  stops = []
-  for text in decoding.stops:
-    ids = tokenizer.encode(text, add_special_tokens=False)
-    if not ids:
-      raise ValueError(f"stop string {text!r} encodes to no tokens")
-    stops.append(tuple(ids))
-  stops.append((eot_id,))
-  settings = SamplerSettings(gen_length=decoding.gen_length, steps=decoding.steps,
-                             block_length=decoding.block_length, stop_sequences=tuple(stops),
-                             stop_order=stop_order, vocab_limit=len(tokenizer))
-  return dataclasses.replace(settings, **changes)
+  """Sampler settings for a task as upstream's lmms-eval wrapper decodes it (`decoding_settings`: the
+  task's stop strings, then `<|eot_id|>`). `changes` set any other field (e.g. cache="dual")."""
+  return decoding_settings(tokenizer, eot_id, gen_length=decoding.gen_length, steps=decoding.steps,
+                           block_length=decoding.block_length, stops=decoding.stops, stop_order=stop_order,
+                           **changes)
 
 
 def answer_text(tokenizer: Tokenizer, tokens) -> str:
@@ -89,7 +79,7 @@ class RowResult:
 
 
 def realize(prompt: Prompt, config) -> Sample:
-  """The full sample of a planned prompt: images decoded, crops and gather plan built."""
+  """The full sample of a bucketed prompt: images decoded, crops and feature layouts built."""
   record = prompt.record
   images = [to_rgb(s) if isinstance(s, Image.Image) else load_image(s) for s in record.images]
   sample = build_sample(list(prompt.ids), sample_visuals(images, config), config, sample_id=f"sample {record.id}")
@@ -115,7 +105,7 @@ def default_mesh_and_params(model: LLaDAV, params, mesh: Mesh | None):
 
 
 class BatchRunner:
-  """Runs planned batches of `batch_size` rows (the last ones padded with filler rows)."""
+  """Runs bucketed batches of `batch_size` rows (the last ones padded with filler rows)."""
 
   def __init__(self, model: LLaDAV, params, settings: SamplerSettings, mesh: Mesh, rules, batch_size: int,
                seed: int = 0):
@@ -149,7 +139,7 @@ class BatchRunner:
       samples.append(sample)
       errors.append(error)
     local = collate([[s] for s in samples], batch.seq_len, batch.max_crops, self.model.config)
-    prompt = {k: self._global(local[k]) for k in sampler.PROMPT_KEYS}
+    prompt = {k: self._global(local[k]) for k in MODEL_INPUT_KEYS}
     lengths = self._global(np.asarray([s.length for s in samples], np.int32))
     indices = self._global(np.asarray([batch.prompts[r].record.index if r < len(batch.prompts) else 0
                                        for r in range(lo, hi)], np.int32))

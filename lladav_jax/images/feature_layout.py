@@ -1,4 +1,4 @@
-"""Where each image token's feature comes from: a host-computed gather plan, one per visual.
+"""Where each image token's feature comes from: a host-computed layout, one per visual.
 
 Upstream packs projected crop features with reshapes, unpadding slices, bilinear resizes, pooling
 and image-newline concatenation. All of these are linear in the features, so each output token is
@@ -166,7 +166,7 @@ def video_layout(num_frames: int, side: int, pool_mode: str, newline_position: s
 
 
 def visual_layout(visual: Visual, config: LLaDAVConfig) -> FeatureLayout:
-  """The gather plan of one visual's tokens, in the order they enter the sequence."""
+  """The layout of one visual's tokens, in the order they enter the sequence."""
   side = config.vision.patches_per_side
   newline = config.uses_image_newline
   if visual.kind == KIND_VIDEO:

@@ -1,19 +1,16 @@
 """Building blocks shared by the towers: partitioned dense/norm layers, RoPE, attention, remat."""
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-from lladav_jax import sharding as S
+from lladav_jax import sharding
+from lladav_jax.models.compute import REMAT_POLICIES
 
 Dtype = jnp.dtype
-
-
-def dtype_of(name: str) -> Dtype:
-  return jnp.dtype(name)
 
 
 def dense(features: int, axes: tuple[str, str], *, name: str, use_bias: bool, dtype: Dtype,
@@ -56,9 +53,9 @@ class Embed(nn.Module):
   @nn.compact
   def __call__(self, ids: jax.Array) -> jax.Array:
     table = self.param("embedding", nn.with_logical_partitioning(nn.initializers.normal(self.stddev),
-                                                                 (S.VOCAB, S.EMBED)),
+                                                                 (sharding.VOCAB, sharding.EMBED)),
                        (self.num_embeddings, self.features), self.param_dtype)
-    table = constrain(jnp.asarray(table, self.dtype), (S.VOCAB, None))
+    table = constrain(jnp.asarray(table, self.dtype), (sharding.VOCAB, None))
     return jnp.take(table, ids, axis=0)
 
 
@@ -71,7 +68,7 @@ class RMSNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones_init(), (S.NORM,)),
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones_init(), (sharding.NORM,)),
                        (x.shape[-1],), self.param_dtype)
     x32 = x.astype(jnp.float32)
     normed = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
@@ -81,8 +78,8 @@ class RMSNorm(nn.Module):
 def layer_norm(eps: float, *, name: str, dtype: Dtype, param_dtype: Dtype) -> nn.LayerNorm:
   return nn.LayerNorm(
       epsilon=eps, dtype=dtype, param_dtype=param_dtype, name=name,
-      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (S.NORM,)),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (S.NORM,)))
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (sharding.NORM,)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (sharding.NORM,)))
 
 
 def rotary_cos_sin(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
@@ -124,17 +121,6 @@ def attention(query: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Arra
   return out.reshape(b, length, heads, head_dim)
 
 
-# Remat policies by name. "minimal" keeps matmul outputs without batch dims (weights-stationary),
-# "save_attention" keeps the tagged projections and attention output.
-_REMAT_POLICIES: dict[str, Callable | None] = {
-    "none": None,
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-    "save_attention": jax.checkpoint_policies.save_only_these_names(
-        "query_proj", "key_proj", "value_proj", "attention_out"),
-}
-
-
 def tag(x: jax.Array, name: str) -> jax.Array:
   """Names an intermediate so that a remat policy can choose to keep it."""
   return checkpoint_name(x, name)
@@ -151,7 +137,7 @@ def stack_layers(block_cls: type[nn.Module], *, num_layers: int, scan: bool, rem
   slice i (e.g. a key/value cache).
   """
   if remat_policy != "none":
-    block_cls = nn.remat(block_cls, policy=_REMAT_POLICIES[remat_policy], prevent_cse=not scan)
+    block_cls = nn.remat(block_cls, policy=REMAT_POLICIES[remat_policy], prevent_cse=not scan)
   if scan:
     scanned = nn.scan(
         block_cls,
@@ -159,7 +145,7 @@ def stack_layers(block_cls: type[nn.Module], *, num_layers: int, scan: bool, rem
         split_rngs={"params": True},
         in_axes=(nn.broadcast,) * broadcast_args + (0,) * per_layer_args,
         length=num_layers,
-        metadata_params={nn.PARTITION_NAME: S.LAYERS},
+        metadata_params={nn.PARTITION_NAME: sharding.LAYERS},
     )(name=name, **block_kwargs)
 
     def run_scanned(x, *args):

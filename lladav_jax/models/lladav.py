@@ -2,28 +2,27 @@
 
 All crops of a batch go through the vision tower in one call. Each row's projected crop features
 plus the learned image-newline vector form a feature table; the image tokens of the sequence are
-gathered from it with the host-computed plan of `multimodal_inputs` (static shapes, no host logic
-on device). Parameter names: `vision_tower/...`, `mm_projector/linear_N`, `image_newline`,
+gathered from it with the indices and weights that `lladav_jax.samples` computes on the host
+(static shapes, no host logic on device). Parameter names: `vision_tower/...`, `mm_projector/linear_N`, `image_newline`,
 `language_model/...` (see the towers' modules).
 """
+
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lladav_jax import sharding as S
+from lladav_jax import sharding
 from lladav_jax.images.feature_layout import TAPS
-from lladav_jax.models import layers as L
-from lladav_jax.model_config import ComputeConfig, LLaDAVConfig
+from lladav_jax.model_config import LLaDAVConfig
+from lladav_jax.models import layers
+from lladav_jax.models.compute import ComputeConfig
 from lladav_jax.models.llada import LLaDAModel, default_positions
 from lladav_jax.models.masks import make_attention_mask
 from lladav_jax.models.projector import Projector
 from lladav_jax.models.siglip import SiglipVisionTower
-
-# Keys of a collated batch that the model reads (see multimodal_inputs.collate).
-MODEL_INPUT_KEYS = ("input_ids", "positions", "segment_ids", "image_mask", "image_index", "image_weight",
-                    "pixel_values")
-
+from lladav_jax.samples import abstract_inputs
 
 class LLaDAV(nn.Module):
   config: LLaDAVConfig
@@ -38,8 +37,8 @@ class LLaDAV(nn.Module):
     width = cfg.text.hidden_size
     self.image_newline = self.param(
         "image_newline",
-        nn.with_logical_partitioning(nn.initializers.normal(width ** -0.5), (S.EMBED,)),
-        (width,), L.dtype_of(compute.param_dtype))
+        nn.with_logical_partitioning(nn.initializers.normal(width ** -0.5), (sharding.EMBED,)),
+        (width,), compute.weight_dtype)
 
   def encode_crops(self, pixel_values: jax.Array) -> jax.Array:
     """pixel_values: [B, C, S, S, 3] -> projected features [B, C * T, D] (T tokens per crop)."""
@@ -71,7 +70,7 @@ class LLaDAV(nn.Module):
       picked = gather_row(table, image_index[..., tap]).astype(jnp.float32)
       image_embeds = image_embeds + image_weight[..., tap, None].astype(jnp.float32) * picked
     embeds = jnp.where(image_mask[..., None], image_embeds.astype(embeds.dtype), embeds)
-    return L.constrain(embeds, (S.ACT_BATCH, S.ACT_LENGTH, S.ACT_EMBED))
+    return layers.constrain(embeds, (sharding.ACT_BATCH, sharding.ACT_LENGTH, sharding.ACT_EMBED))
 
   def logits_from_embeddings(self, embeds: jax.Array, positions: jax.Array | None = None,
                              segment_ids: jax.Array | None = None,
@@ -93,24 +92,13 @@ class LLaDAV(nn.Module):
     return self.logits_from_embeddings(embeds, positions, segment_ids, turn_ids)
 
 
-def abstract_inputs(config: LLaDAVConfig, batch: int, seq_len: int, max_crops: int) -> dict:
-  """Shapes of a collated batch, for `jax.eval_shape(model.init, ...)` without any data."""
-  size = config.vision.image_size
-  spec = jax.ShapeDtypeStruct
-  return dict(
-      input_ids=spec((batch, seq_len), jnp.int32),
-      positions=spec((batch, seq_len), jnp.int32),
-      segment_ids=spec((batch, seq_len), jnp.int32),
-      image_mask=spec((batch, seq_len), jnp.bool_),
-      image_index=spec((batch, seq_len, TAPS), jnp.int32),
-      image_weight=spec((batch, seq_len, TAPS), jnp.float32),
-      pixel_values=spec((batch, max_crops, size, size, 3), jnp.float32),
-  )
+
+def init_inputs(config: LLaDAVConfig) -> dict[str, jax.ShapeDtypeStruct]:
+  """The smallest inputs `LLaDAV.init` traces (the params do not depend on the batch's shape)."""
+  return abstract_inputs(config, batch=1, seq_len=8, max_crops=1)
 
 
-def model_inputs(batch: dict, *, dialogue_causal: bool = False) -> dict:
-  """The keyword arguments of `LLaDAV.__call__` taken from a collated batch."""
-  inputs = {k: batch[k] for k in MODEL_INPUT_KEYS if k in batch}
-  if dialogue_causal:
-    inputs["turn_ids"] = batch["turn_ids"]
-  return inputs
+def abstract_params(model: LLaDAV) -> Any:
+  """The model's "params" collection as ShapeDtypeStructs, still boxed with their logical axis
+  names; nothing is computed."""
+  return jax.eval_shape(model.init, jax.random.key(0), **init_inputs(model.config))["params"]

@@ -22,6 +22,3 @@ def make_attention_mask(segment_ids: jax.Array, turn_ids: jax.Array | None = Non
   padding_self = (segment_ids == 0)[:, :, None] & jnp.eye(length, dtype=bool)[None]
   return (mask | padding_self)[:, None, :, :]
 
-
-def full_attention_mask(batch: int, length: int) -> jax.Array:
-  return jnp.ones((batch, 1, length, length), dtype=bool)

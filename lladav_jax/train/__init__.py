@@ -5,9 +5,9 @@
 
 _EXPORTS = {
     "TrainState": "lladav_jax.train.state",
-    "TrainPlan": "lladav_jax.train.loop",
+    "TrainSetup": "lladav_jax.train.loop",
     "TrainingDiverged": "lladav_jax.train.loop",
-    "plan": "lladav_jax.train.loop",
+    "setup": "lladav_jax.train.loop",
     "train": "lladav_jax.train.loop",
     "make_train_step": "lladav_jax.train.step",
     "make_optimizer": "lladav_jax.train.optimizer",

@@ -1,29 +1,24 @@
 """python -m lladav_jax.train --config configs/stage2_si.py [--config.train.micro_batches=4 ...] --workdir DIR
 
 Running the same command again resumes from the latest complete checkpoint in DIR. Multi-process:
-run it on every host with --coordinator_address/--num_processes/--process_id (or the JAX_* variables),
+run it on every host with --coordinator-address/--num-processes/--process-id (or the JAX_* variables),
 or --distributed to let JAX detect the cluster.
 """
 
 import logging
-import os
+import sys
 
-# Multi-device CPU runs: XLA's concurrency-optimised CPU scheduler may order independent collectives
-# differently on different devices, and the step then deadlocks; keep program order (CPU-only flag).
-_CPU_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
-if "xla_cpu_enable_concurrency_optimized_scheduler" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _CPU_SCHEDULER_FLAG).strip()
+from absl import app, flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
 
-from absl import app, flags  # noqa: E402
-from absl import logging as absl_logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from lladav_jax import cli, run_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "run config file (configs/*.py)", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "checkpoints, TensorBoard events, metrics and the loss plot")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "host:port of process 0 (multi-process runs)")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "number of processes (multi-process runs)")
-_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "this process's index (multi-process runs)")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "start jax.distributed with cluster auto-detection")
+_DEFINE = {str: flags.DEFINE_string, int: flags.DEFINE_integer, bool: flags.DEFINE_bool}
+_DISTRIBUTED = {name: _DEFINE[kind](name, default, help_text)
+                for name, kind, default, help_text in cli.DISTRIBUTED_FLAGS}
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -32,15 +27,36 @@ def main(argv):
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
   logging.getLogger("lladav_jax").setLevel(logging.INFO)
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it writes at INFO
-  from lladav_jax.train import loop, multihost  # after flags: jax.distributed must start first
-  multihost.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto=_DISTRIBUTED.value)
+  cli.set_platform_flags()
+  value = {name: holder.value for name, holder in _DISTRIBUTED.items()}
+  cli.start_distributed(value["coordinator-address"], value["num-processes"], value["process-id"],
+                        auto=value["distributed"])
+  from lladav_jax.train import loop  # after jax.distributed: the loop touches the devices
   loop.train(_CONFIG.value, _WORKDIR.value)
 
 
-def cli():
-  """The `lladav-train` console script."""
+def config_path(argv: list[str]) -> str | None:
+  """The --config file named on the command line."""
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def entry_point():
+  """The `lladav-train` console script. Config files import their siblings (`from configs import
+  base`), so the directory holding their package goes on the import path, wherever this runs."""
+  path = config_path(sys.argv)
+  root = None if path is None else run_config.config_package_root(path)
+  if root is not None and root not in sys.path:
+    sys.path.insert(0, root)
+  # absl's --help lists the main module's flags; for a console script that is the wrapper script.
+  for name in ("config", "workdir", *_DISTRIBUTED):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
   app.run(main)
 
 
 if __name__ == "__main__":
-  cli()
+  entry_point()

@@ -1,7 +1,7 @@
 """The host-batch iterator protocol of the train loop, and a synthetic source that implements it.
 
 A host-batch iterator yields, for each step, this process's rows of the global batch as a dict of
-NumPy arrays exactly as `models.multimodal_inputs.collate` builds them (with `labels`, IGNORE_LABEL
+NumPy arrays exactly as `samples.collate` builds them (with `labels`, IGNORE_LABEL
 where not supervised), and has `get_state()` -> JSON-able dict and `set_state(state)` (what grain's
 DatasetIterator provides), so its position goes into every checkpoint.
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from lladav_jax.images.crops import KIND_ANYRES, KIND_SINGLE, Visual
 from lladav_jax.model_config import LLaDAVConfig
-from lladav_jax.models.multimodal_inputs import Sample, build_sample, collate
+from lladav_jax.samples import Sample, build_sample, collate
 from lladav_jax.tokens import IGNORE_LABEL, IMAGE_PLACEHOLDER_ID
 
 

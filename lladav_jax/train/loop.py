@@ -1,9 +1,10 @@
-"""The training loop: plan the sharded step, start (resume / converted params / random), run, report.
+"""The training loop: set up the sharded step, start (resume / earlier params / random), run, report.
 
-Startup order: the latest complete checkpoint in `workdir`, else `checkpoint.init_from` (a converted
-checkpoint or an earlier stage's workdir: params only, fresh optimiser), else a random init. Each
-process feeds its own rows of every global batch from its host-batch iterator (see host_batches.py),
-whose state is saved with every checkpoint. SIGTERM saves at the next step boundary and stops.
+Startup order: the latest complete checkpoint in `workdir`, else `checkpoint.init_from` (anything
+`load_pretrained` reads, an earlier stage's workdir included: params only, fresh optimiser), else a
+random init. Each process feeds its own rows of every global batch from its host-batch iterator (see
+host_batches.py), whose state is saved with every checkpoint. SIGTERM saves at the next step
+boundary and stops.
 """
 
 import dataclasses
@@ -17,13 +18,16 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
 
-from lladav_jax import run_config, sharding
-from lladav_jax.models.lladav import LLaDAV, abstract_inputs
-from lladav_jax.train import checkpointing, metrics as M, multihost, optimizer
-from lladav_jax.train.host_batches import HostBatchIterator, open_host_batches
-from lladav_jax.train.state import TrainState, sharded_init, with_params
-from lladav_jax.train.step import LABELS, jit_train_step, make_train_step
+from lladav_jax import multihost, run_config, sharding
+from lladav_jax.checkpoints.pretrained import load_pretrained
+from lladav_jax.checkpoints.workdir import Checkpointer, describe
+from lladav_jax.models.lladav import LLaDAV
+from lladav_jax.samples import abstract_inputs
 from lladav_jax.tokens import IGNORE_LABEL
+from lladav_jax.train import metrics, optimizer
+from lladav_jax.train.host_batches import HostBatchIterator, open_host_batches
+from lladav_jax.train.state import TrainState, sharded_init, with_params, with_shardings
+from lladav_jax.train.step import LABELS, jit_train_step, make_train_step
 
 log = logging.getLogger("lladav_jax.train")
 
@@ -33,8 +37,9 @@ class TrainingDiverged(RuntimeError):
 
 
 @dataclasses.dataclass
-class TrainPlan:
-  """Everything about a run that follows from the config, before any data."""
+class TrainSetup:
+  """Everything about a run that follows from the config, before any data: the model, mesh, state
+  layout and the jitted step."""
 
   config: ConfigDict
   model: LLaDAV
@@ -50,8 +55,8 @@ class TrainPlan:
   total_steps: int
 
   def flops_per_step(self, seq_len: int, max_crops: int) -> float:
-    return M.step_flops(self.model.config, self.config.train.global_batch_size, seq_len, max_crops,
-                        self.config.optim.trainable)
+    return metrics.step_flops(self.model.config, self.config.train.global_batch_size, seq_len, max_crops,
+                              self.config.optim.trainable)
 
 
 def batch_spec(config: ConfigDict, model_config, seq_len: int, max_crops: int) -> dict[str, jax.ShapeDtypeStruct]:
@@ -64,8 +69,8 @@ def batch_spec(config: ConfigDict, model_config, seq_len: int, max_crops: int) -
   return spec
 
 
-def plan(config: ConfigDict, total_steps: int, devices=None) -> TrainPlan:
-  """The model, mesh, sharded state plan and jitted step of a run of `total_steps` optimiser steps."""
+def setup(config: ConfigDict, total_steps: int, devices=None) -> TrainSetup:
+  """The model, mesh, sharded state layout and jitted step of a run of `total_steps` optimiser steps."""
   model_config = run_config.model_config(config)
   if not 0 <= model_config.tokens.mask < model_config.text.vocab_size:
     raise ValueError(f"model.tokens.mask = {model_config.tokens.mask} is outside the vocabulary "
@@ -82,10 +87,8 @@ def plan(config: ConfigDict, total_steps: int, devices=None) -> TrainPlan:
   if micro_rows % shards:
     raise ValueError(f"a micro-batch of {micro_rows} rows (train.global_batch_size / train.micro_batches) "
                      f"cannot be split over the {shards} batch shards of mesh {dict(mesh.shape)}")
-  init_inputs = abstract_inputs(model_config, 1, 8, 1)  # params do not depend on the batch shape
   tx, labels, abstract_state, state_shardings, init = sharded_init(
-      model, lambda params: optimizer.make_optimizer(config.optim, params, total_steps),
-      init_inputs, mesh, rules, config.seed)
+      model, lambda params: optimizer.make_optimizer(config.optim, params, total_steps), mesh, rules, config.seed)
   batch_shardings = {k: sharding.batch_sharding(mesh, v.ndim, rules)
                      for k, v in batch_spec(config, model_config, 1, 1).items()}
   step = make_train_step(model, tx, optimizer.trainable_paths(labels), micro_batches=train.micro_batches,
@@ -93,9 +96,9 @@ def plan(config: ConfigDict, total_steps: int, devices=None) -> TrainPlan:
                          schedule=optimizer.hf_cosine_schedule(
                              config.optim.lr, total_steps,
                              optimizer.warmup_steps(total_steps, config.optim.warmup_ratio)))
-  return TrainPlan(config, model, mesh, rules, tx, labels, abstract_state, state_shardings, init,
-                   batch_shardings, jit_train_step(step, state_shardings, batch_shardings, mesh, rules),
-                   total_steps)
+  return TrainSetup(config, model, mesh, rules, tx, labels, abstract_state, state_shardings, init,
+                    batch_shardings, jit_train_step(step, state_shardings, batch_shardings, mesh, rules),
+                    total_steps)
 
 
 def batch_shards(mesh, rules) -> int:
@@ -105,23 +108,9 @@ def batch_shards(mesh, rules) -> int:
   return int(np.prod([mesh.shape[a] for a in axes if a is not None]))
 
 
-def load_init_params(path: str, p: TrainPlan) -> Any:
-  """Params from an earlier stage's workdir or from a converted checkpoint, in their shardings."""
-  if checkpointing.is_training_workdir(path):
-    options = ConfigDict(dict(every_steps=1, keep=None, async_save=False))
-    source = checkpointing.Checkpointer(path, options, read_only=True)
-    try:
-      return source.restore_params(p.abstract_state.params, p.state_shardings.params)
-    finally:
-      source.close()
-  return load_converted_params(path, p)
-
-
-def load_converted_params(path: str, p: TrainPlan) -> Any:
-  """Params of a converted checkpoint (or LLaDA-V Hugging Face directory) via `load_pretrained`,
-  read straight into their shardings; its architecture must be the run config's."""
-  from lladav_jax import load_pretrained
-
+def load_init_params(path: str, p: TrainSetup) -> Any:
+  """Params from an earlier stage's workdir, a converted checkpoint or a LLaDA-V Hugging Face
+  directory (`load_pretrained`), read straight into their shardings; its towers must be the run's."""
   compute = p.model.compute
   loaded = load_pretrained(path, scan_layers=compute.scan_layers, dtype=compute.param_dtype, mesh=p.mesh,
                            rules=p.rules)
@@ -133,13 +122,14 @@ def load_converted_params(path: str, p: TrainPlan) -> Any:
   return loaded.params
 
 
-def initial_state(config: ConfigDict, p: TrainPlan, ckpt: checkpointing.Checkpointer,
+def initial_state(config: ConfigDict, p: TrainSetup, ckpt: Checkpointer,
                   batches: HostBatchIterator) -> tuple[TrainState, str]:
   latest = ckpt.latest_step()
   if latest is not None:
-    state, data_state = ckpt.restore(p.abstract_state, p.state_shardings, latest)
-    batches.set_state(data_state)
-    return state, f"resumed from step {latest}"
+    target = with_shardings(p.abstract_state, p.state_shardings)
+    saved = ckpt.restore(params=target.params, opt_state=target.opt_state, progress=target.progress, step=latest)
+    batches.set_state(saved.data)
+    return TrainState.from_checkpoint(saved.params, saved.opt_state, saved.progress), f"resumed from step {latest}"
   if config.checkpoint.init_from:
     params = load_init_params(config.checkpoint.init_from, p)
     return with_params(p.state_shardings, params, p.tx, config.seed), f"params from {config.checkpoint.init_from}"
@@ -147,7 +137,7 @@ def initial_state(config: ConfigDict, p: TrainPlan, ckpt: checkpointing.Checkpoi
 
 
 def check_host_batch(host: dict, keys, rows: int, vocab_size: int):
-  """Keys and rows against the plan, ids and labels against the vocabulary: bad data fails by name."""
+  """Keys and rows against the setup, ids and labels against the vocabulary: bad data fails by name."""
   length = host["input_ids"].shape[1]
   for key in keys:
     if key not in host:
@@ -176,23 +166,23 @@ def train(config: ConfigDict, workdir: str) -> dict[int, dict]:
   os.makedirs(workdir, exist_ok=True)
   main_process = jax.process_index() == 0
   model_config = run_config.model_config(config)
-  # The batch layout decides which rows this process reads: plan the mesh first.
+  # The batch layout decides which rows this process reads: make the mesh first.
   mesh = sharding.create_mesh(config.mesh.to_dict())
   row_sharding = sharding.batch_sharding(mesh, 1, sharding.normalize_rules(config.logical_axis_rules))
   rows = multihost.process_rows(row_sharding, config.train.global_batch_size)
   batches, num_examples = open_host_batches(config, model_config, rows)
-  p = plan(config, total_steps_for(config, num_examples))
-  ckpt = checkpointing.Checkpointer(workdir, config.checkpoint)
+  p = setup(config, total_steps_for(config, num_examples))
+  options = config.checkpoint
+  ckpt = Checkpointer(workdir, every_steps=options.every_steps, keep=options.keep, async_save=options.async_save)
   state, origin = initial_state(config, p, ckpt, batches)
   step = int(jax.device_get(state.step))
   if main_process:
     log.info("%s; step %d of %d on %d devices (%d processes)", origin, step, p.total_steps,
              jax.device_count(), jax.process_count())
-    checkpointing.describe_workdir(workdir, model_config, config.compute.scan_layers,
-                                   config.train.tokenizer_dir or None)
+    describe(workdir, model_config, config.compute.scan_layers, config.train.tokenizer_dir or None)
 
-  writer = M.MetricWriter(workdir, enabled=main_process)
-  peak = M.peak_flops_per_device(jax.devices()[0], config.train.peak_flops_per_device)
+  writer = metrics.MetricWriter(workdir, enabled=main_process)
+  peak = metrics.peak_flops_per_device(jax.devices()[0], config.train.peak_flops_per_device)
   stop = multihost.StopSignal().install()
   from tqdm import tqdm
   progress = tqdm(total=p.total_steps, initial=step, disable=not main_process, desc="train",
@@ -235,7 +225,8 @@ def train(config: ConfigDict, workdir: str) -> dict[int, dict]:
       step += 1
       pending = (step, device_metrics, (host["input_ids"].shape[1], host["pixel_values"].shape[1]))
       stopping = stop.should_stop()
-      ckpt.save(step, state, batches.get_state(), force=stopping or step == p.total_steps)
+      ckpt.save(step, params=state.params, opt_state=state.opt_state, progress=state.progress,
+                data=batches.get_state(), force=stopping or step == p.total_steps)
       if stopping:
         if main_process:
           log.info("stop requested: saved step %d", step)
@@ -250,7 +241,7 @@ def train(config: ConfigDict, workdir: str) -> dict[int, dict]:
     ckpt.close()
     writer.close()
   if main_process:
-    records = M.read_metrics(writer.jsonl).values()
+    records = metrics.read_metrics(writer.jsonl).values()
     if records:
-      M.plot_loss(records, os.path.join(workdir, "loss.png"))
+      metrics.plot_loss(records, os.path.join(workdir, "loss.png"))
   return logged

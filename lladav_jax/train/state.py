@@ -15,6 +15,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lladav_jax import sharding
+from lladav_jax.models.lladav import LLaDAV, abstract_params, init_inputs
 
 
 @flax.struct.dataclass
@@ -30,6 +31,16 @@ class TrainState:
   def key(self) -> jax.Array:
     return jax.random.wrap_key_data(self.rng)
 
+  @property
+  def progress(self) -> dict:
+    """The counters a checkpoint keeps next to params and optimiser state."""
+    return dict(step=self.step, rng=self.rng, skipped_steps=self.skipped_steps,
+                consecutive_skips=self.consecutive_skips)
+
+  @classmethod
+  def from_checkpoint(cls, params: Any, opt_state: Any, progress: dict) -> "TrainState":
+    return cls(params=params, opt_state=opt_state, **progress)
+
 
 def new_state(params: Any, tx: optax.GradientTransformation, seed: int) -> TrainState:
   # The masking stream is fold_in(key(seed), 1); the params init uses key(seed) itself.
@@ -38,10 +49,9 @@ def new_state(params: Any, tx: optax.GradientTransformation, seed: int) -> Train
                     skipped_steps=jnp.zeros((), jnp.int32), consecutive_skips=jnp.zeros((), jnp.int32))
 
 
-def abstract_params(model: nn.Module, inputs: dict[str, jax.ShapeDtypeStruct]) -> tuple[Any, Any]:
-  """(abstract params, logical PartitionSpecs) of `model` without computing anything."""
-  boxed = jax.eval_shape(model.init, jax.random.key(0), **inputs)["params"]
-  return nn.unbox(boxed), nn.get_partition_spec(boxed)
+def with_shardings(abstract: Any, shardings: Any) -> Any:
+  """ShapeDtypeStructs carrying the shardings that restored arrays must have."""
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
 
 
 def mirror_shardings(tree: Any, params: Any, param_shardings: Any, mesh: Mesh) -> Any:
@@ -71,19 +81,21 @@ def state_shardings(abstract_state: TrainState, param_shardings: Any, mesh: Mesh
       rng=replicated, skipped_steps=replicated, consecutive_skips=replicated)
 
 
-def sharded_init(model: nn.Module, make_tx: Callable[[Any], tuple[optax.GradientTransformation, Any]],
-                 inputs: dict[str, jax.ShapeDtypeStruct], mesh: Mesh, rules, seed: int):
-  """Plans the state: returns (tx, labels, abstract_state, shardings, init) where `init()` builds
+def sharded_init(model: LLaDAV, make_tx: Callable[[Any], tuple[optax.GradientTransformation, Any]], mesh: Mesh,
+                 rules, seed: int):
+  """Lays out the state: returns (tx, labels, abstract_state, shardings, init) where `init()` builds
   a random state directly into its shardings, and `make_tx(abstract_params)` -> (tx, labels)."""
   rules = sharding.normalize_rules(rules)
-  params_shape, logical_specs = abstract_params(model, inputs)
-  param_shardings = sharding.logical_shardings(logical_specs, mesh, rules)
+  boxed = abstract_params(model)
+  params_shape = nn.unbox(boxed)
+  param_shardings = sharding.logical_shardings(nn.get_partition_spec(boxed), mesh, rules)
   tx, labels = make_tx(params_shape)
   abstract_state = jax.eval_shape(lambda: new_state(params_shape, tx, seed))
   shardings = state_shardings(abstract_state, param_shardings, mesh)
 
   def init_fn(rng):
-    dummy = {k: jnp.zeros(v.shape, v.dtype) for k, v in inputs.items()}
+    # Params depend only on input shapes; zeros built inside the program cost nothing.
+    dummy = {k: jnp.zeros(v.shape, v.dtype) for k, v in init_inputs(model.config).items()}
     params = nn.unbox(model.init(rng, **dummy))["params"]
     return new_state(params, tx, seed)
 

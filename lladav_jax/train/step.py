@@ -15,9 +15,10 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
-from lladav_jax import sharding as S
+from lladav_jax import sharding
 from lladav_jax.diffusion import loss as diffusion_loss
-from lladav_jax.models.lladav import LLaDAV, model_inputs
+from lladav_jax.models.lladav import LLaDAV
+from lladav_jax.samples import model_inputs
 from lladav_jax.train.state import TrainState
 
 # Keys of a host batch that the step reads (besides the model inputs).
@@ -40,7 +41,7 @@ def split_micro_batches(x: jax.Array, n: int) -> jax.Array:
   if b % n:
     raise ValueError(f"batch of {b} rows cannot be split into {n} micro-batches")
   x = x.reshape((b // n, n) + x.shape[1:]).swapaxes(0, 1)
-  return nn.with_logical_constraint(x, (None, S.ACT_BATCH) + (None,) * (x.ndim - 2))
+  return nn.with_logical_constraint(x, (None, sharding.ACT_BATCH) + (None,) * (x.ndim - 2))
 
 
 def make_train_step(model: LLaDAV, tx: optax.GradientTransformation, trainable: frozenset, *,
@@ -126,7 +127,7 @@ def jit_train_step(train_step, state_shardings: TrainState, batch_shardings: dic
   """jit with the state donated and laid out by `state_shardings`; metrics replicated.
 
   The returned callable enters the mesh and the logical-axis rules, which tracing needs."""
-  rules = S.normalize_rules(rules)
+  rules = sharding.normalize_rules(rules)
   jitted = jax.jit(train_step, in_shardings=(state_shardings, batch_shardings),
                    out_shardings=(state_shardings, None), donate_argnums=0)
 

@@ -11,6 +11,7 @@ import pytest
 import safetensors.numpy
 
 from lladav_jax import generate as cli
+from lladav_jax.convert import key_map
 from lladav_jax.data.prompts import build_chat_prompt, build_prompt
 from lladav_jax.data.tokenizer import Tokenizer
 from lladav_jax.demo import tokenizer as demo_tokenizer
@@ -18,11 +19,10 @@ from lladav_jax.diffusion.generation import generate
 from lladav_jax.diffusion.settings import SamplerSettings
 from lladav_jax.images import load_image
 from lladav_jax.images.crops import sample_visuals
-from lladav_jax.model_config import ComputeConfig
-from lladav_jax.models.lladav import LLaDAV, model_inputs
-from lladav_jax.models.multimodal_inputs import build_sample, collate
+from lladav_jax.models.compute import ComputeConfig
+from lladav_jax.models.lladav import LLaDAV
+from lladav_jax.samples import build_sample, collate, model_inputs
 from tests import tiny
-from tools.convert_weights import key_map
 
 CONFIG = dataclasses.replace(tiny.LLADAV, text=dataclasses.replace(tiny.TEXT, vocab_size=320),
                              tokens=demo_tokenizer.TOKEN_IDS)

@@ -14,9 +14,10 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from lladav_jax import load_pretrained, sharding
-from lladav_jax.models.lladav import LLaDAV, abstract_inputs
+from lladav_jax.convert.safetensors_stream import SafetensorsDir
+from lladav_jax.models.lladav import LLaDAV
+from lladav_jax.samples import abstract_inputs
 from tests import tiny
-from tools.convert_weights.safetensors_stream import SafetensorsDir
 
 RULES = sharding.DEFAULT_LOGICAL_AXIS_RULES
 
@@ -47,7 +48,7 @@ def main(ckpt: str, hf: str, process_id: int = 0, num_processes: int = 1, port: 
   # The reference: every value, read whole on the host by a plain unsharded load.
   config, host_params = load_pretrained(ckpt, mesh=None)
   host = {k: np.asarray(v) for k, v in _leaves(host_params).items()}
-  # The shardings the model is initialised with (sharding.init_sharded's recipe, without compiling).
+  # The shardings the model is initialised with (train.state.sharded_init's recipe, without compiling).
   abstract = jax.eval_shape(LLaDAV(config, tiny.F32).init, jax.random.key(0), **abstract_inputs(config, 8, 16, 1))
   expected = sharding.logical_shardings(nn.get_partition_spec(abstract), mesh, RULES)
   # Spelled out for a few leaves: vocab over tensor, model width over fsdp, heads over tensor.

@@ -12,12 +12,14 @@ from transformers import SiglipConfig as HFSiglipConfig
 from transformers import SiglipModel
 
 from lladav_jax import load_pretrained
+from lladav_jax.convert import __main__ as cli
+from lladav_jax.convert import layouts
+from lladav_jax.convert import operations as convert
 from lladav_jax.model_config import LLaDAConfig
 from lladav_jax.models.lladav import LLaDAV
 from lladav_jax.models.siglip import SiglipVisionTower
 from tests import tiny
 from tests.convert import checkpoints
-from tools.convert_weights import cli, convert, layouts
 
 TEXT, VISION = tiny.TEXT, tiny.VISION
 # float32; a 2-layer tower per model, values O(1) (see tests/parity: measured ~1e-6).

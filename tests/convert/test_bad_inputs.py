@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from lladav_jax.convert import __main__ as cli
+from lladav_jax.convert import operations as convert
+from lladav_jax.convert.problems import ConversionError
+from lladav_jax.convert.safetensors_stream import SafetensorsDir
 from tests.convert import checkpoints
 from tests.parity.test_lladav_parity import Reference
-from tools.convert_weights import cli, convert
-from tools.convert_weights.problems import ConversionError
-from tools.convert_weights.safetensors_stream import SafetensorsDir
 
 V = checkpoints.VISION_PREFIX
 

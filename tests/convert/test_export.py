@@ -13,11 +13,12 @@ from safetensors.torch import load_file
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
 from lladav_jax import load_pretrained
+from lladav_jax.convert import __main__ as cli
+from lladav_jax.convert import operations as convert
+from lladav_jax.convert.problems import ConversionError
 from tests import tiny
 from tests.convert import checkpoints
 from tests.parity.test_lladav_parity import Reference
-from tools.convert_weights import cli, convert
-from tools.convert_weights.problems import ConversionError
 
 T, V = tiny.TEXT, tiny.VISION
 DEPTH = tiny.LLADAV.vision_feature_depth  # 2 of 3 vision layers, as upstream keeps 26 of 27

@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 
 from lladav_jax import load_pretrained
+from lladav_jax.convert import __main__ as cli
+from lladav_jax.convert import operations as convert
+from lladav_jax.convert.problems import ConversionError
 from lladav_jax.images.crops import sample_visuals
-from lladav_jax.models.lladav import LLaDAV, model_inputs
-from lladav_jax.models.multimodal_inputs import build_sample, collate
+from lladav_jax.models.lladav import LLaDAV
+from lladav_jax.samples import build_sample, collate, model_inputs
 from lladav_jax.tokens import IMAGE_PLACEHOLDER_ID
 from tests import tiny
 from tests.convert import checkpoints
 from tests.parity.test_lladav_parity import Reference
-from tools.convert_weights import cli, convert
-from tools.convert_weights.problems import ConversionError
 
 # float32 end to end, as in tests/parity/test_lladav_parity.py: two towers and a bilinear resize
 # whose torch weights differ by ~1e-5; logits are O(1).
@@ -67,6 +68,8 @@ def test_imported_model_matches_the_transformers_reference(reference, f32_checkp
   _assert_bitwise_equal(load_pretrained(f32_checkpoint).params, params)
   info = json.loads((out / "lladav_checkpoint.json").read_text())
   assert info["scan_layers"] is True and info["num_source_tensors"] == 63
+  # The on-disk format as docs/convert.md names it: checkpoints already written must keep loading.
+  assert (info["format"], info["format_version"]) == ("lladav_jax.pretrained", 1)
   assert sorted((out / "tokenizer").iterdir()) == sorted(out / "tokenizer" / n for n in checkpoints.TOKENIZER_FILES)
 
 

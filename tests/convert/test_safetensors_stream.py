@@ -9,7 +9,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from tools.convert_weights.safetensors_stream import SafetensorsDir, parse_size, write_shards
+from lladav_jax.convert.safetensors_stream import SafetensorsDir, parse_size, write_shards
 
 
 def test_streamed_shards_read_back_with_safetensors(tmp_path):

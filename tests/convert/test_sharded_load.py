@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
+from lladav_jax.convert import operations as convert
 from tests.convert import checkpoints
 from tests.parity.test_lladav_parity import Reference
-from tools.convert_weights import convert
 
 ROOT = pathlib.Path(__file__).parents[2]
 

@@ -12,10 +12,11 @@ import pytest
 from lladav_jax.data import ChatEncoder, DataConfig, ExampleBuilder, SourceSpec, pad_batch_to
 from lladav_jax.data import batching, records
 from lladav_jax.data.examples import sample_from_example
-from lladav_jax.images.feature_layout import visual_layout
 from lladav_jax.images.crops import sample_visuals
-from lladav_jax.models.lladav import LLaDAV, model_inputs
+from lladav_jax.images.feature_layout import visual_layout
+from lladav_jax.models.lladav import LLaDAV
 from lladav_jax.models.masks import make_attention_mask
+from lladav_jax.samples import model_inputs
 from lladav_jax.tokens import IGNORE_LABEL as X, IMAGE_PLACEHOLDER_ID as IMG
 from tests import tiny
 from tests.data.conftest import CONFIG, conversation

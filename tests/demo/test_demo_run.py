@@ -16,7 +16,7 @@ MIN_COUNT_OVER_BLIND = 0.15
 
 
 def test_short_demo_answers_from_the_image(tmp_path):
-  plan = pipeline.DemoPlan(tmp_path, num_val=150, stage_steps=STAGE_STEPS)
+  plan = pipeline.DemoWorkdir(tmp_path, num_val=150, stage_steps=STAGE_STEPS)
   pipeline.make_data(plan)
   pipeline.make_tokenizer(plan)
   for stage in (1, 2):

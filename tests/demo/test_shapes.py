@@ -83,17 +83,17 @@ def test_conversations_of_several_questions(tmp_path):
 
 
 def test_make_data_reuses_and_refuses_other_settings(tmp_path):
-  plan = pipeline.DemoPlan(tmp_path, num_train=6, num_val=3)
+  plan = pipeline.DemoWorkdir(tmp_path, num_train=6, num_val=3)
   assert pipeline.make_data(plan) == {"captions_train": 6, "vqa_train": 6, "vqa_val": 3}
   stamp = (plan.data_dir / "vqa_train.json").stat().st_mtime_ns
   pipeline.make_data(plan)
   assert (plan.data_dir / "vqa_train.json").stat().st_mtime_ns == stamp  # reused, not regenerated
   with pytest.raises(ValueError, match="num_train.*--fresh"):
-    pipeline.make_data(pipeline.DemoPlan(tmp_path, num_train=7, num_val=3))
+    pipeline.make_data(pipeline.DemoWorkdir(tmp_path, num_train=7, num_val=3))
 
 
 def test_blind_baseline_is_the_most_common_training_answer(tmp_path):
-  plan = pipeline.DemoPlan(tmp_path)
+  plan = pipeline.DemoWorkdir(tmp_path)
   plan.data_dir.mkdir(parents=True)
   turns = lambda q, a: [{"from": "human", "value": "<image>\n" + q}, {"from": "gpt", "value": a}]
   records = [{"id": str(i), "image": "x.png", "conversations": turns("How many circles are there?", a)}

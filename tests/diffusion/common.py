@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lladav_jax.images.crops import sample_visuals, video_visual
-from lladav_jax.models import LLaDAV, build_sample, collate, model_inputs
+from lladav_jax.models import LLaDAV
+from lladav_jax.samples import build_sample, collate, model_inputs
 from lladav_jax.tokens import IMAGE_PLACEHOLDER_ID, TokenIds
 from tests import tiny
 

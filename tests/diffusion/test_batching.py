@@ -9,7 +9,7 @@ import pytest
 from lladav_jax.diffusion import sampler
 from lladav_jax.diffusion.generation import generate
 from lladav_jax.diffusion.settings import SamplerSettings
-from lladav_jax.models.multimodal_inputs import SampleError
+from lladav_jax.samples import SampleError
 from tests.diffusion import common
 from tests.diffusion.reference import reference_decode
 

@@ -10,7 +10,7 @@ import pytest
 
 from lladav_jax.diffusion.generation import generate
 from lladav_jax.diffusion.settings import SamplerSettings
-from lladav_jax.models.llada import KVCache, LLaDAModel
+from lladav_jax.models.llada import LLaDAModel
 from tests import tiny
 from tests.diffusion import common, numpy_llada
 from tests.diffusion.reference import reference_decode
@@ -54,8 +54,7 @@ def test_cached_window_forward_matches_numpy_with_stale_keys(compute):
     return model.apply(variables, embeds, pos, mask, cache, method=LLaDAModel.hidden_states)
 
   full_mask = jnp.asarray(valid)[None, None, None, :]
-  empty = KVCache.empty(TEXT, 1, jnp.float32)
-  _, cache = jax.jit(hidden)(jnp.asarray(then)[None], jnp.asarray(positions)[None], full_mask, empty)
+  _, cache = jax.jit(hidden)(jnp.asarray(then)[None], jnp.asarray(positions)[None], full_mask, None)
   assert cache.key.shape == (TEXT.num_hidden_layers, 1, length, TEXT.num_key_value_heads, TEXT.head_dim)
   window = slice(start, start + width)
   outside = np.ones(length, bool)

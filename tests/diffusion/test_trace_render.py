@@ -5,7 +5,7 @@ import os
 import pytest
 from PIL import Image
 
-from lladav_jax.diffusion import trace_render
+from lladav_jax import trace_render
 
 PIECES = ["The", " cat", " <b>", "\n", "sat", "."]
 STEPS = [1, 0, 2, 2, 1, -1]  # "." is a given suffix token

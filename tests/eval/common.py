@@ -12,6 +12,7 @@ import safetensors.numpy
 
 from PIL import Image
 
+from lladav_jax.convert import key_map
 from lladav_jax.data.prompts import build_prompt
 from lladav_jax.demo import tokenizer as demo_tokenizer
 from lladav_jax.diffusion.generation import generate
@@ -19,10 +20,9 @@ from lladav_jax.diffusion.settings import SamplerSettings
 from lladav_jax.images import load_image
 from lladav_jax.images.crops import sample_visuals
 from lladav_jax.images.loading import to_rgb
-from lladav_jax.models.lladav import LLaDAV, model_inputs
-from lladav_jax.models.multimodal_inputs import build_sample, collate
+from lladav_jax.models.lladav import LLaDAV
+from lladav_jax.samples import build_sample, collate, model_inputs
 from tests import tiny
-from tools.convert_weights import key_map
 
 CONFIG = dataclasses.replace(tiny.LLADAV, text=dataclasses.replace(tiny.TEXT, vocab_size=320),
                              tokens=demo_tokenizer.TOKEN_IDS)

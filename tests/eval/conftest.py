@@ -4,7 +4,7 @@ import pytest
 
 from lladav_jax import load_pretrained
 from lladav_jax.data.tokenizer import Tokenizer
-from lladav_jax.model_config import ComputeConfig
+from lladav_jax.models.compute import ComputeConfig
 from lladav_jax.models.lladav import LLaDAV
 from tests.eval import common
 

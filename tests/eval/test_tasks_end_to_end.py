@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from lladav_jax.eval import evaluate, get_task, load_task_records, metrics, task_settings
+from lladav_jax.eval.choices import infer_option
 from lladav_jax.eval.tasks.base import MULTIPLE_CHOICE
 from lladav_jax.eval.tasks.jsonl import SHORT_ANSWER
-from lladav_jax.eval.choices import infer_option
 from tests.eval import common
 
 LETTER = "Answer with the option's letter from the given choices directly."

@@ -8,12 +8,14 @@ import sys
 import flax.linen as nn
 import jax
 import numpy as np
+import optax
 
 from lladav_jax import sharding
 from lladav_jax.images.crops import sample_visuals
-from lladav_jax.models.lladav import LLaDAV, abstract_inputs, model_inputs
-from lladav_jax.models.multimodal_inputs import build_sample, collate
+from lladav_jax.models.lladav import LLaDAV
+from lladav_jax.samples import build_sample, collate, model_inputs
 from lladav_jax.tokens import IMAGE_PLACEHOLDER_ID as IMG
+from lladav_jax.train.state import sharded_init
 from tests import tiny
 
 
@@ -33,8 +35,9 @@ def main(data: int, fsdp: int, tensor: int) -> None:
   batch = model_inputs(collate([[s] for s in samples], seq_len, max_crops, config))
   model = LLaDAV(config, compute)
 
-  params, param_shardings = sharding.init_sharded(
-      model, jax.random.key(0), abstract_inputs(config, len(samples), seq_len, max_crops), mesh, rules)
+  # Params initialised straight into their shardings, as training does.
+  _, _, _, state_shardings, init = sharded_init(model, lambda params: (optax.set_to_zero(), None), mesh, rules, seed=0)
+  params, param_shardings = {"params": init().params}, {"params": state_shardings.params}
   batch_shardings = {k: sharding.batch_sharding(mesh, v.ndim, rules) for k, v in batch.items()}
   sharded_batch = jax.device_put(batch, batch_shardings)
   def forward(params, batch):

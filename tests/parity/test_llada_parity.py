@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from lladav_jax.convert import key_map
 from lladav_jax.model_config import LLaDAConfig
 from lladav_jax.models.llada import LLaDAModel, default_positions
 from lladav_jax.models.masks import make_attention_mask
 from tests import tiny
-from tools.convert_weights import key_map
 
 # float32 on CPU; measured differences are ~1e-6 on logits of magnitude ~2.
 ATOL = 1e-5

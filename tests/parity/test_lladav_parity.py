@@ -17,12 +17,12 @@ from transformers.models.llava_onevision.image_processing_pil_llava_onevision im
     LlavaOnevisionImageProcessorPil)
 from transformers.models.llava_onevision.modeling_llava_onevision import LlavaOnevisionModel
 
+from lladav_jax.convert import key_map
 from lladav_jax.images.crops import sample_visuals
-from lladav_jax.models.lladav import LLaDAV, model_inputs
-from lladav_jax.models.multimodal_inputs import build_sample, collate
+from lladav_jax.models.lladav import LLaDAV
+from lladav_jax.samples import build_sample, collate, model_inputs
 from lladav_jax.tokens import IMAGE_PLACEHOLDER_ID
 from tests import tiny
-from tools.convert_weights import key_map
 
 CONFIG = tiny.LLADAV
 HF_PINPOINTS = [[h, w] for (w, h) in CONFIG.image_grid_pinpoints]

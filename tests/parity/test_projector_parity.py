@@ -3,9 +3,9 @@
 import numpy as np
 import torch
 
+from lladav_jax.convert import key_map
 from lladav_jax.models.projector import Projector
 from tests import tiny
-from tools.convert_weights import key_map
 
 
 def test_projector_matches_upstream_sequential():

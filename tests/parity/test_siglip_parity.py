@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from lladav_jax.convert import key_map
 from lladav_jax.models.siglip import SiglipVisionTower
 from tests import tiny
-from tools.convert_weights import key_map
 
 ATOL = 1e-5
 

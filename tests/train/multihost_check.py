@@ -9,7 +9,8 @@ import sys
 
 import jax
 
-from lladav_jax.train import loop, multihost
+from lladav_jax import cli
+from lladav_jax.train import loop
 from tests.train import common
 
 
@@ -24,7 +25,7 @@ def config():
 
 def main(workdir: str, num_processes: str, process_id: str, port: str):
   if int(num_processes) > 1:
-    multihost.initialize(f"localhost:{port}", int(num_processes), int(process_id))
+    cli.start_distributed(f"localhost:{port}", int(num_processes), int(process_id))
   jax.config.update("jax_default_matmul_precision", "highest")
   assert jax.device_count() == 8, jax.devices()
   loop.train(config(), workdir)

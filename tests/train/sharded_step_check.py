@@ -9,8 +9,8 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from lladav_jax import run_config, sharding
-from lladav_jax.train import loop, multihost
+from lladav_jax import multihost, run_config, sharding
+from lladav_jax.train import loop
 from lladav_jax.train.host_batches import ShardedBatches, SyntheticSource
 from lladav_jax.train.state import with_params
 from lladav_jax.train.step import step_inputs
@@ -49,7 +49,7 @@ def main():
                            max_crops=config.train.synthetic.max_crops)
   hosts = [step_inputs(next(batches), dialogue_causal=False) for _ in range(2)]
 
-  one = loop.plan(config, 10, devices=jax.devices()[:1])
+  one = loop.setup(config, 10, devices=jax.devices()[:1])
   state = one.init()
   init_params = jax.device_get(state.params)
   reference_losses = []
@@ -59,7 +59,7 @@ def main():
   reference = jax.device_get(state)
 
   for mesh in MESHES:
-    plan = loop.plan(config_for(mesh), 10)
+    plan = loop.setup(config_for(mesh), 10)
     if mesh == MESHES[-1]:  # the sharded init itself: the same random params as on one device
       state = plan.init()
       for a, b in zip(jax.tree.leaves(jax.device_get(state.params)), jax.tree.leaves(init_params)):

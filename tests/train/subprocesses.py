@@ -5,10 +5,12 @@ import pathlib
 import subprocess
 import sys
 
+from lladav_jax.cli import XLA_CPU_FLAGS
+
 ROOT = pathlib.Path(__file__).parents[2]
 # Test programs are small and compile-bound: a lower LLVM optimisation level halves compile time
-# without changing results (no fast-math). The scheduler flag: see lladav_jax/train/__main__.py.
-XLA_TEST_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_enable_concurrency_optimized_scheduler=false"
+# without changing results (no fast-math). XLA_CPU_FLAGS: the command lines' scheduler setting.
+XLA_TEST_FLAGS = f"--xla_backend_optimization_level=0 {XLA_CPU_FLAGS}"
 
 
 def env(devices: int = 1, **extra) -> dict:

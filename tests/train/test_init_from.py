@@ -7,10 +7,10 @@ import pytest
 from flax import traverse_util
 
 from configs import tiny as tiny_run_config
+from lladav_jax.convert import key_map
 from lladav_jax.train import loop
 from tests import tiny
 from tests.convert import checkpoints
-from tools.convert_weights import key_map
 
 
 def run_config_like_tiny_lladav():
@@ -33,7 +33,7 @@ def flat(params):
 
 def test_params_from_a_hugging_face_checkpoint(tmp_path):
   config = run_config_like_tiny_lladav()
-  plan = loop.plan(config, total_steps=4)
+  plan = loop.setup(config, total_steps=4)
   want = jax.device_get(plan.init().params)
   entries = key_map.lladav_entries(plan.model.config, scan=True)
   checkpoints.write_lladav(tmp_path / "hf", dict(key_map.params_to_hf(want, entries)), torch_dtype="float32")
@@ -49,7 +49,7 @@ def test_params_from_a_hugging_face_checkpoint(tmp_path):
   other = run_config_like_tiny_lladav()
   other.model.text.intermediate_size = 64
   with pytest.raises(ValueError, match="text config"):
-    loop.load_init_params(str(tmp_path / "hf"), loop.plan(other, total_steps=4))
+    loop.load_init_params(str(tmp_path / "hf"), loop.setup(other, total_steps=4))
 
 
 @pytest.mark.slow  # a training run of its own
@@ -58,7 +58,7 @@ def test_params_from_an_earlier_stage(tmp_path):
   config.train.num_steps = 1
   config.optim.warmup_ratio = 0.0  # so that the one step moves the params
   loop.train(config, str(tmp_path / "stage1"))
-  plan = loop.plan(config, total_steps=4)
+  plan = loop.setup(config, total_steps=4)
   params, fresh = flat(loop.load_init_params(str(tmp_path / "stage1"), plan)), flat(plan.init().params)
   assert params.keys() == fresh.keys()
   moved = [k for k in fresh if not np.array_equal(params[k], fresh[k])]

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lladav_jax.diffusion import loss as L
+from lladav_jax.diffusion import loss as diffusion_loss
 from lladav_jax.tokens import IGNORE_LABEL
 
 VOCAB = 17
@@ -63,10 +63,10 @@ def random_case(seed, rows=4, length=24, packed=False):
 
 
 def jax_loss(logits, labels, segment_ids, masked, p_mask):
-  corruption = L.Corruption(masked=jnp.asarray(masked), p_mask=jnp.asarray(p_mask))
-  numerator, _ = L.diffusion_loss_terms(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(segment_ids),
-                                        corruption)
-  return float(numerator / L.num_samples(jnp.asarray(segment_ids)))
+  corruption = diffusion_loss.Corruption(masked=jnp.asarray(masked), p_mask=jnp.asarray(p_mask))
+  numerator, _ = diffusion_loss.diffusion_loss_terms(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(segment_ids),
+                                                     corruption)
+  return float(numerator / diffusion_loss.num_samples(jnp.asarray(segment_ids)))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -106,8 +106,8 @@ def corrupt_case(rows=512, length=48, seed=0):
 
 def test_corruption_follows_the_schedule():
   input_ids, labels, segment_ids = corrupt_case()
-  noisy, c = L.corrupt(jax.random.key(0), jnp.asarray(input_ids), jnp.asarray(labels), jnp.asarray(segment_ids),
-                       mask_id=99, eps=1e-3)
+  noisy, c = diffusion_loss.corrupt(jax.random.key(0), jnp.asarray(input_ids), jnp.asarray(labels),
+                                    jnp.asarray(segment_ids), mask_id=99, eps=1e-3)
   noisy, masked, p = np.asarray(noisy), np.asarray(c.masked), np.asarray(c.p_mask)
   supervised = (labels != IGNORE_LABEL) & (segment_ids > 0)
   assert not masked[~supervised].any(), "prompt and padding must stay clean"
@@ -127,7 +127,7 @@ def test_corruption_follows_the_schedule():
 
 def test_corruption_is_a_function_of_the_key():
   input_ids, labels, segment_ids = map(jnp.asarray, corrupt_case(rows=8))
-  draw = lambda key: np.asarray(L.corrupt(key, input_ids, labels, segment_ids, mask_id=99)[1].masked)
+  draw = lambda key: np.asarray(diffusion_loss.corrupt(key, input_ids, labels, segment_ids, mask_id=99)[1].masked)
   key = jax.random.key(3)
   np.testing.assert_array_equal(draw(jax.random.fold_in(key, 7)), draw(jax.random.fold_in(key, 7)))
   assert (draw(jax.random.fold_in(key, 7)) != draw(jax.random.fold_in(key, 8))).any()
@@ -137,5 +137,5 @@ def test_a_supervised_mask_token_counts_as_masked_like_upstream():
   input_ids, labels, segment_ids = corrupt_case(rows=64)
   input_ids[:, 20] = 99  # a response token that already is [MASK]
   labels[:, 20] = 99
-  _, c = L.corrupt(jax.random.key(1), *map(jnp.asarray, (input_ids, labels, segment_ids)), mask_id=99)
+  _, c = diffusion_loss.corrupt(jax.random.key(1), *map(jnp.asarray, (input_ids, labels, segment_ids)), mask_id=99)
   assert np.asarray(c.masked)[:, 20].all()

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from lladav_jax.train import checkpointing, loop
+from lladav_jax.checkpoints import workdir as checkpointing
+from lladav_jax.train import loop
 from lladav_jax.train.metrics import read_metrics
 from tests.data.tiny_tokenizer import save_tokenizer_dir
 from tests.train import common

@@ -8,8 +8,8 @@ import pytest
 from flax import traverse_util
 
 from lladav_jax import run_config
-from lladav_jax.diffusion import loss as L
-from lladav_jax.models.lladav import model_inputs
+from lladav_jax.diffusion import loss as diffusion_loss
+from lladav_jax.samples import model_inputs
 from lladav_jax.train import loop
 from lladav_jax.train.host_batches import ShardedBatches, SyntheticSource
 from lladav_jax.train.state import with_params
@@ -30,7 +30,7 @@ def cached_plan(micro_batches=1, dialogue_causal=False, trainable=("vision", "pr
   """Plans (and their compiled steps) are shared between tests: compiling dominates their time."""
   config = common.run_config(micro_batches=micro_batches, dialogue_causal=dialogue_causal)
   config.optim.update(dict(trainable=trainable, lr=lr, vision_lr=lr, warmup_ratio=0.0))
-  return config, loop.plan(config, 10, devices=jax.devices()[:1])
+  return config, loop.setup(config, 10, devices=jax.devices()[:1])
 
 
 @functools.lru_cache(maxsize=None)
@@ -60,8 +60,8 @@ def test_step_loss_is_eq1_on_the_models_logits(dialogue_causal):
   key = jax.random.wrap_key_data(jax.device_get(state.rng))
   _, metrics = run_step(plan, state, host, dialogue_causal)
 
-  noisy, c = L.corrupt(jax.random.fold_in(key, 1), host["input_ids"], host["labels"], host["segment_ids"],
-                       mask_id=common.run_config().model.tokens.mask)
+  noisy, c = diffusion_loss.corrupt(jax.random.fold_in(key, 1), host["input_ids"], host["labels"],
+                                    host["segment_ids"], mask_id=common.run_config().model.tokens.mask)
   inputs = model_inputs(dict(host, input_ids=np.asarray(noisy)), dialogue_causal=dialogue_causal)
   logits = jax.jit(plan.model.apply)({"params": params}, **inputs)
   expected = per_sample_reference(np.asarray(logits), host["labels"], host["segment_ids"], np.asarray(c.masked),

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from lladav_jax.images.crops import sample_visuals
-from lladav_jax.models.lladav import LLaDAV, model_inputs
-from lladav_jax.models.multimodal_inputs import build_sample, collate
+from lladav_jax.models.lladav import LLaDAV
+from lladav_jax.samples import build_sample, collate, model_inputs
 from lladav_jax.tokens import IMAGE_PLACEHOLDER_ID as IMG
 from tests import tiny
 

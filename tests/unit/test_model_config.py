@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from lladav_jax.model_config import (ComputeConfig, LLaDAConfig, LLaDAVConfig, ProjectorConfig, SiglipConfig,
-                                     parse_grid_pinpoints)
+from lladav_jax.model_config import LLaDAConfig, LLaDAVConfig, ProjectorConfig, SiglipConfig, parse_grid_pinpoints
+from lladav_jax.models.compute import ComputeConfig
 from lladav_jax.tokens import TokenIds
 
 # The fields of the published LLaDA-V config.json that the model depends on (upstream writes them

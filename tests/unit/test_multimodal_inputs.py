@@ -7,7 +7,7 @@ from PIL import Image
 from lladav_jax.images.crops import sample_visuals, video_visual
 from lladav_jax.images.feature_layout import visual_layout
 from lladav_jax.images.loading import ImageDecodeError, load_image
-from lladav_jax.models.multimodal_inputs import SampleError, build_sample, collate
+from lladav_jax.samples import SampleError, build_sample, collate
 from lladav_jax.tokens import IGNORE_LABEL, IMAGE_PLACEHOLDER_ID as IMG
 from tests import tiny
 

@@ -6,7 +6,8 @@ import numpy as np
 
 from configs import base
 from lladav_jax import run_config
-from lladav_jax.models.lladav import LLaDAV, abstract_inputs
+from lladav_jax.models.lladav import LLaDAV
+from lladav_jax.samples import abstract_inputs
 
 
 def _count(tree) -> int:

@@ -1,10 +1,5 @@
-"""Weight conversion between Hugging Face checkpoints and lladav_jax parameters (docs/convert.md).
+"""`python -m tools.convert_weights {import,assemble,export} ...`: the weight converter's command line.
 
-key_map.py            the declarative table: HF keys <-> parameter paths, named transforms
-layouts.py            which HF layouts exist and how their config.json become module configs
-safetensors_stream.py safetensors read and written one tensor at a time
-plan.py               every parameter leaf and its source, validated against the model's shapes
-orbax_io.py           params to and from orbax, one leaf in memory at a time
-checkpoint_dir.py     the converted-checkpoint directory and its atomic staging
-convert.py, cli.py    import / assemble / export (`python -m tools.convert_weights`)
+The conversion itself is the package's (`lladav_jax/convert/`, docs/convert.md); this directory only
+gives it the command the docs use from a checkout.
 """

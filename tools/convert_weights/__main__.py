@@ -1,10 +1,5 @@
-"""Entry point of `python -m tools.convert_weights`."""
+"""Entry point of `python -m tools.convert_weights` (the same as `lladav-convert`)."""
 
-import os
-
-# Conversion is host work: leave the accelerators to whatever else runs on this machine.
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
-from tools.convert_weights.cli import main  # noqa: E402
+from lladav_jax.convert.__main__ import main
 
 main()

@@ -64,9 +64,10 @@ class InfoVQA(DocVQA):
   group_column = "answer_type"
 
 
+# Every other category (commonsense reasoning, numerical calculation, text translation, code
+# reasoning) counts towards the cognition score.
 MME_PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark",
                   "artwork", "OCR")
-MME_COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
 
 
 class MME(Task):

@@ -10,16 +10,16 @@ import dataclasses
 from typing import Callable
 
 import flax.linen as nn
-import jax
 import numpy as np
 from flax import traverse_util
 
-from lladav_jax.model_config import ComputeConfig, LLaDAVConfig
-from lladav_jax.models.lladav import LLaDAV, abstract_inputs
-from tools.convert_weights import key_map
-from tools.convert_weights.layouts import Part
-from tools.convert_weights.problems import ConversionError
-from tools.convert_weights.safetensors_stream import DTYPES, WEIGHT_DTYPES, SafetensorsDir
+from lladav_jax.convert import key_map
+from lladav_jax.convert.layouts import Part
+from lladav_jax.convert.problems import ConversionError
+from lladav_jax.convert.safetensors_stream import DTYPES, WEIGHT_DTYPES, SafetensorsDir
+from lladav_jax.model_config import LLaDAVConfig
+from lladav_jax.models.compute import ComputeConfig
+from lladav_jax.models.lladav import LLaDAV, abstract_params
 
 Path = tuple[str, ...]
 
@@ -48,7 +48,7 @@ class Leaf:
 
 
 @dataclasses.dataclass
-class Plan:
+class ConversionPlan:
   leaves: list[Leaf]
   skipped: dict[str, list[str]]  # reason -> source keys not converted
   notes: list[str]
@@ -61,9 +61,7 @@ class Plan:
 
 def model_shapes(config: LLaDAVConfig, scan: bool) -> dict[Path, tuple[int, ...]]:
   """Every parameter path of LLaDAV(config) and its shape (stacked `layers` when `scan`)."""
-  model = LLaDAV(config, ComputeConfig(scan_layers=scan))
-  abstract = jax.eval_shape(model.init, jax.random.key(0), **abstract_inputs(config, 1, 8, 1))
-  flat = traverse_util.flatten_dict(nn.unbox(abstract)["params"])
+  flat = traverse_util.flatten_dict(nn.unbox(abstract_params(LLaDAV(config, ComputeConfig(scan_layers=scan)))))
   return {tuple(path): tuple(value.shape) for path, value in flat.items()}
 
 
@@ -171,8 +169,8 @@ def stored_tree_problems(stored: dict[Path, tuple], shapes: dict[Path, tuple[int
   return problems
 
 
-def build_plan(what: str, parts: list[Part], shapes: dict[Path, tuple[int, ...]], dtype=None,
-               extra_leaves: list[Leaf] = (), notes: list[str] = ()) -> Plan:
+def build_conversion_plan(what: str, parts: list[Part], shapes: dict[Path, tuple[int, ...]], dtype=None,
+                            extra_leaves: list[Leaf] = (), notes: list[str] = ()) -> ConversionPlan:
   """Validates every part against the model shapes; raises ConversionError listing all problems."""
   problems: list[str] = []
   skipped: dict[str, list[str]] = {}
@@ -188,4 +186,4 @@ def build_plan(what: str, parts: list[Part], shapes: dict[Path, tuple[int, ...]]
   leaves.sort(key=lambda leaf: order[leaf.path])
   source_bytes = sum(part.reader.tensors[k].nbytes for part in parts for e in part.entries for k in e.hf_keys
                      if k in part.reader.tensors)
-  return Plan(leaves, skipped, notes, source_bytes)
+  return ConversionPlan(leaves, skipped, notes, source_bytes)

@@ -1,9 +1,9 @@
-"""From records to a batch plan, on the host, before any image is decoded.
+"""From records to batches of few distinct shapes, on the host, before any image is decoded.
 
 Each record's prompt is tokenised (upstream's inference template) and its images' sizes are read
 from their headers, which fixes its spliced length and crop count exactly (`probe`). Records are
 then sorted by (crop bucket, length bucket) and cut into batches; a batch's shape is its largest
-bucket pair, so only the few distinct pairs compile. Every process computes the same plan from the
+bucket pair, so only the few distinct pairs compile. Every process computes the same batches from the
 same records, so processes agree on each batch's shape without talking to each other.
 """
 
@@ -97,7 +97,7 @@ def ladder(value: int, minimum: int = 1) -> int:
     k += 1
 
 
-def plan_batches(prompts: Sequence[Prompt], batch_size: int, min_length_bucket: int = 64) -> list[Batch]:
+def bucket_batches(prompts: Sequence[Prompt], batch_size: int, min_length_bucket: int = 64) -> list[Batch]:
   """Batches of `batch_size` prompts sorted by (crop bucket, length bucket, index)."""
   def key(p):
     return ladder(p.crops), ladder(p.length, min_length_bucket), p.record.index

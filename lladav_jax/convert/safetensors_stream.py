@@ -18,7 +18,6 @@ import numpy as np
 from safetensors import safe_open
 
 INDEX_FILE = "model.safetensors.index.json"
-SINGLE_FILE = "model.safetensors"
 
 # safetensors dtype names -> numpy dtypes (bfloat16 and float8 come from ml_dtypes).
 DTYPES = {
@@ -152,7 +151,7 @@ def parse_size(text: str) -> int:
   return int(float(number) * base ** "_KMGT".index(unit.upper() or "_"))
 
 
-def plan_shards(specs: list[tuple[str, tuple[int, ...], str]], max_shard_bytes: int) -> list[list[int]]:
+def group_into_shards(specs: list[tuple[str, tuple[int, ...], str]], max_shard_bytes: int) -> list[list[int]]:
   """Groups tensors (in order) into shards of at most `max_shard_bytes` (a bigger tensor gets its own)."""
   shards: list[list[int]] = [[]]
   size = 0
@@ -186,7 +185,7 @@ def write_shards(directory: pathlib.Path, specs: list[tuple[str, tuple[int, ...]
   if sys.byteorder != "little":
     raise NotImplementedError("safetensors files are little-endian; this host is not")
   metadata = {"format": "pt"} if metadata is None else metadata
-  shards = plan_shards(specs, max_shard_bytes)
+  shards = group_into_shards(specs, max_shard_bytes)
   names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
   weight_map, total = {}, 0
   stream = iter(tensors)

@@ -15,11 +15,11 @@ import pathlib
 import re
 from typing import Any, Callable, Mapping
 
+from lladav_jax.convert import key_map
+from lladav_jax.convert.problems import ConversionError
+from lladav_jax.convert.safetensors_stream import SafetensorsDir
 from lladav_jax.model_config import LLaDAConfig, LLaDAVConfig, SiglipConfig
 from lladav_jax.tokens import TokenIds
-from tools.convert_weights import key_map
-from tools.convert_weights.problems import ConversionError
-from tools.convert_weights.safetensors_stream import SafetensorsDir
 
 CONFIG_FILE = "config.json"
 

@@ -1,4 +1,5 @@
-"""`load_pretrained(path)`: LLaDA-V weights from a converted checkpoint or a Hugging Face directory.
+"""`load_pretrained(path)`: LLaDA-V weights from a converted checkpoint, a Hugging Face directory or a
+training workdir.
 
     config, params = load_pretrained("ckpt/lladav-8b", mesh=mesh, rules=rules)
     logits = LLaDAV(config, compute).apply({"params": params}, **inputs)
@@ -11,7 +12,6 @@ each process reads only the parts its devices hold (orbax chunks, or safetensors
 one, arrays land on the first local device.
 """
 
-import json
 import pathlib
 from typing import Any, NamedTuple, Sequence
 
@@ -23,12 +23,13 @@ from flax import traverse_util
 from jax.sharding import Mesh, SingleDeviceSharding
 
 from lladav_jax import sharding
-from lladav_jax.model_config import ComputeConfig, LLaDAVConfig
-from lladav_jax.models.lladav import LLaDAV, abstract_inputs
-from lladav_jax.train import checkpointing
-from tools.convert_weights import checkpoint_dir, layouts, orbax_io
-from tools.convert_weights.plan import build_plan, stored_tree_problems
-from tools.convert_weights.problems import ConversionError
+from lladav_jax.checkpoints import workdir
+from lladav_jax.convert import checkpoint_dir, layouts, orbax_io
+from lladav_jax.convert.conversion_plan import build_conversion_plan, stored_tree_problems
+from lladav_jax.convert.problems import ConversionError
+from lladav_jax.model_config import LLaDAVConfig
+from lladav_jax.models import ComputeConfig, LLaDAV
+from lladav_jax.models.lladav import abstract_params
 
 Path = tuple[str, ...]
 
@@ -41,16 +42,15 @@ class Pretrained(NamedTuple):
 def param_shardings(config: LLaDAVConfig, scan_layers: bool, mesh: Mesh | None,
                     rules: Sequence | None = None) -> dict[Path, jax.ShapeDtypeStruct]:
   """{path: ShapeDtypeStruct(shape, param dtype, sharding)} for every parameter of LLaDAV(config)."""
-  model = LLaDAV(config, ComputeConfig(scan_layers=scan_layers))
-  abstract = jax.eval_shape(model.init, jax.random.key(0), **abstract_inputs(config, 1, 8, 1))
+  abstract = abstract_params(LLaDAV(config, ComputeConfig(scan_layers=scan_layers)))
   if mesh is None:
     device = SingleDeviceSharding(jax.local_devices()[0])
     shardings = jax.tree.map(lambda _: device, nn.unbox(abstract))
   else:
     rules = sharding.DEFAULT_LOGICAL_AXIS_RULES if rules is None else rules
     shardings = sharding.logical_shardings(nn.get_partition_spec(abstract), mesh, rules)
-  shapes = traverse_util.flatten_dict(nn.unbox(abstract)["params"])
-  flat_shardings = traverse_util.flatten_dict(shardings["params"])
+  shapes = traverse_util.flatten_dict(nn.unbox(abstract))
+  flat_shardings = traverse_util.flatten_dict(shardings)
   return {tuple(p): jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=flat_shardings[p]) for p, v in shapes.items()}
 
 
@@ -74,10 +74,10 @@ def _load_converted(path: pathlib.Path, scan_layers: bool, dtype, mesh, rules) -
 def _load_hf(path: pathlib.Path, scan_layers: bool, dtype, mesh, rules, vision_config) -> Pretrained:
   config, _ = layouts.lladav_config(path, vision_config)
   targets = param_shardings(config, scan_layers, mesh, rules)
-  plan = build_plan(f"load {path}", [layouts.lladav_part(path, config, scan=scan_layers)],
-                    {p: t.shape for p, t in targets.items()}, dtype)
+  conversion = build_conversion_plan(f"load {path}", [layouts.lladav_part(path, config, scan=scan_layers)],
+                                     {p: t.shape for p, t in targets.items()}, dtype)
   params = {}
-  for leaf in plan.leaves:
+  for leaf in conversion.leaves:
     target = targets[leaf.path]
     if mesh is None or leaf.load_slice is None:
       params[leaf.path] = jax.device_put(leaf.load(), target.sharding)
@@ -95,28 +95,18 @@ def _load_hf(path: pathlib.Path, scan_layers: bool, dtype, mesh, rules, vision_c
 
 def _load_workdir(path: pathlib.Path, scan_layers: bool, dtype, mesh, rules) -> Pretrained:
   """The latest params of a training workdir (`python -m lladav_jax.train`)."""
-  from ml_collections import ConfigDict
-  info = json.loads((path / checkpointing.WORKDIR_INFO).read_text())
-  if bool(info["scan_layers"]) != scan_layers:
-    raise ValueError(f"{path} was trained with scan_layers={info['scan_layers']}; load it with that layout")
-  config = LLaDAVConfig.from_hf_config(json.loads((path / checkpointing.WORKDIR_CONFIG).read_text()))
+  config, stored_scan = workdir.read_description(str(path))
+  if stored_scan != scan_layers:
+    raise ValueError(f"{path} was trained with scan_layers={stored_scan}; load it with that layout")
   targets = param_shardings(config, scan_layers, mesh, rules)
-  abstract = traverse_util.unflatten_dict({p: jax.ShapeDtypeStruct(t.shape, t.dtype) for p, t in targets.items()})
-  shardings = traverse_util.unflatten_dict({p: t.sharding for p, t in targets.items()})
-  source = checkpointing.Checkpointer(str(path), ConfigDict(dict(every_steps=1, keep=None, async_save=False)),
-                                      read_only=True)
-  try:
-    params = source.restore_params(abstract, shardings)
-  finally:
-    source.close()
-  if dtype is not None:
-    params = jax.tree.map(lambda x: x.astype(dtype), params)
-  return Pretrained(config, params)
+  targets = {p: jax.ShapeDtypeStruct(t.shape, dtype or t.dtype, sharding=t.sharding) for p, t in targets.items()}
+  return Pretrained(config, workdir.read_params(str(path), traverse_util.unflatten_dict(targets)))
 
 
 def load_pretrained(path: str | pathlib.Path, *, scan_layers: bool = True, dtype=None, mesh: Mesh | None = None,
                     rules: Sequence | None = None, vision_config: dict | None = None) -> Pretrained:
-  """Loads (config, params) from a converted checkpoint or a LLaDA-V Hugging Face directory.
+  """Loads (config, params) from a converted checkpoint, a LLaDA-V Hugging Face directory or a
+  training workdir.
 
   Args:
     path: the directory.
@@ -129,11 +119,13 @@ def load_pretrained(path: str | pathlib.Path, *, scan_layers: bool = True, dtype
   """
   path = pathlib.Path(path).expanduser().absolute()
   dtype = None if dtype is None else jnp.dtype(dtype)
-  if (path / checkpointing.WORKDIR_INFO).is_file():
+  if workdir.is_workdir(str(path)):
     return _load_workdir(path, scan_layers, dtype, mesh, rules)
   if checkpoint_dir.is_checkpoint(path) or (path / checkpoint_dir.PARAMS_DIR).exists():
     return _load_converted(path, scan_layers, dtype, mesh, rules)
   if (path / layouts.CONFIG_FILE).is_file():
     return _load_hf(path, scan_layers, dtype, mesh, rules, vision_config)
+  if workdir.has_checkpoints(str(path)):
+    raise ValueError(f"{path}: a training workdir without {workdir.INFO_FILE} (written when training starts)")
   raise ValueError(f"{path}: neither a converted checkpoint ({checkpoint_dir.INFO_FILE}) nor a Hugging Face "
                    f"directory ({layouts.CONFIG_FILE} + *.safetensors)")

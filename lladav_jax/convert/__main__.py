@@ -1,4 +1,5 @@
-"""`python -m tools.convert_weights {import,assemble,export} ...`: see docs/convert.md.
+"""`python -m tools.convert_weights {import,assemble,export} ...` (or `lladav-convert`, or
+`python -m lladav_jax.convert`): see docs/convert.md.
 
 Exit status 0 on success, 1 when the inputs have problems (all listed on stderr; nothing written).
 """
@@ -6,13 +7,14 @@ Exit status 0 on success, 1 when the inputs have problems (all listed on stderr;
 import argparse
 import sys
 
-from tools.convert_weights import convert
-from tools.convert_weights.problems import ConversionError
-from tools.convert_weights.safetensors_stream import parse_size
+from lladav_jax import cli
+from lladav_jax.convert import operations
+from lladav_jax.convert.problems import ConversionError
+from lladav_jax.convert.safetensors_stream import parse_size
 
 
 def _common(parser: argparse.ArgumentParser, *, scan: bool = True) -> None:
-  parser.add_argument("--dtype", choices=tuple(convert.DTYPES),
+  parser.add_argument("--dtype", choices=tuple(operations.DTYPES),
                       help="cast every parameter to this dtype (default: keep each tensor's stored dtype)")
   if scan:
     parser.add_argument("--no-scan", dest="scan", action="store_false",
@@ -61,14 +63,14 @@ def run(argv: list[str] | None = None) -> int:
   progress = not args.quiet
   try:
     if args.command == "import":
-      result = convert.import_lladav(args.src, args.out, dtype=args.dtype, scan=args.scan,
+      result = operations.import_lladav(args.src, args.out, dtype=args.dtype, scan=args.scan,
                                      vision_config=args.vision_config, dry_run=args.dry_run, progress=progress)
     elif args.command == "assemble":
-      result = convert.assemble(args.llada, args.siglip, args.out, lladav_config=args.lladav_config, seed=args.seed,
+      result = operations.assemble(args.llada, args.siglip, args.out, lladav_config=args.lladav_config, seed=args.seed,
                                 dtype=args.dtype, scan=args.scan, vision_tower_name=args.vision_tower_name,
                                 dry_run=args.dry_run, progress=progress)
     else:
-      result = convert.export(args.src, args.out, tokenizer=args.tokenizer, dtype=args.dtype,
+      result = operations.export(args.src, args.out, tokenizer=args.tokenizer, dtype=args.dtype,
                               max_shard_bytes=parse_size(args.max_shard_size), dry_run=args.dry_run,
                               progress=progress)
   except ConversionError as e:
@@ -78,9 +80,15 @@ def run(argv: list[str] | None = None) -> int:
   except (FileExistsError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
-  convert.print_lines(result.lines)
+  operations.print_lines(result.lines)
   return 0
 
 
 def main() -> None:
+  """The `lladav-convert` console script."""
+  cli.set_platform_flags(host_only=True)
   sys.exit(run())
+
+
+if __name__ == "__main__":
+  main()

@@ -1,4 +1,4 @@
-"""The three conversions as library calls (the CLI in cli.py is a thin layer over them).
+"""The three conversions as library calls (the command line in __main__.py is a thin layer over them).
 
 - `import_lladav`: a LLaDA-V Hugging Face checkpoint -> our orbax checkpoint.
 - `assemble`: LLaDA-8B (either layout) + SigLIP -> a stage-1 initialisation (projector and
@@ -18,21 +18,21 @@ import sys
 import time
 from typing import Any
 
-import ml_dtypes
+import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from lladav_jax.convert import checkpoint_dir, key_map, layouts, orbax_io, report
+from lladav_jax.convert.conversion_plan import (ConversionPlan, Leaf, build_conversion_plan, model_shapes,
+                                                stored_tree_problems)
+from lladav_jax.convert.problems import ConversionError
+from lladav_jax.convert.safetensors_stream import DTYPES as ST_DTYPES
+from lladav_jax.convert.safetensors_stream import dtype_name, write_shards
 from lladav_jax.model_config import LLaDAVConfig, ProjectorConfig
+from lladav_jax.models import compute
 from lladav_jax.tokens import TokenIds
-from tools.convert_weights import checkpoint_dir as ckpt
-from tools.convert_weights import key_map, layouts, orbax_io, report
-from tools.convert_weights.plan import Leaf, Plan, build_plan, model_shapes, stored_tree_problems
-from tools.convert_weights.problems import ConversionError
-from tools.convert_weights.safetensors_stream import DTYPES as ST_DTYPES
-from tools.convert_weights.safetensors_stream import dtype_name, write_shards
 
-DTYPES = {"bfloat16": np.dtype(ml_dtypes.bfloat16), "float16": np.dtype(np.float16),
-          "float32": np.dtype(np.float32)}
+DTYPES = {name: jnp.dtype(name) for name in compute.DTYPES}  # the dtypes parameters may be cast to
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
 
 
@@ -41,7 +41,7 @@ class Result:
   out: pathlib.Path | None  # None for a dry run
   lines: list[str]  # the summary, or the mapping table of a dry run
   seconds: float
-  plan: Plan | None = None
+  plan: ConversionPlan | None = None
 
 
 def _dtype(name: str | None):
@@ -56,25 +56,25 @@ def _now() -> str:
   return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _write_checkpoint(out: pathlib.Path, config_json: dict, plan: Plan, *, scan: bool, source: dict,
+def _write_checkpoint(out: pathlib.Path, config_json: dict, plan: ConversionPlan, *, scan: bool, source: dict,
                       tokenizer_from: pathlib.Path | None, progress: bool) -> None:
   bar = report.Progress(plan.nbytes, "writing", enabled=progress)
   leaves = {leaf.path: leaf for leaf in plan.leaves}
   counts = report.tower_counts(plan.leaves)
-  with ckpt.staged(out) as staging:
-    ckpt.write_json(staging / ckpt.CONFIG_FILE, config_json)
-    orbax_io.save(staging / ckpt.PARAMS_DIR, {p: (l.shape, l.dtype, l.load) for p, l in leaves.items()},
+  with checkpoint_dir.staged(out) as staging:
+    checkpoint_dir.write_json(staging / checkpoint_dir.CONFIG_FILE, config_json)
+    orbax_io.save(staging / checkpoint_dir.PARAMS_DIR, {p: (l.shape, l.dtype, l.load) for p, l in leaves.items()},
                   on_written=lambda path: bar.advance(leaves[path].nbytes, leaves[path].name))
     bar.close()
-    files = ckpt.tokenizer_files(tokenizer_from) if tokenizer_from else []
+    files = checkpoint_dir.tokenizer_files(tokenizer_from) if tokenizer_from else []
     if files:
-      (staging / ckpt.TOKENIZER_DIR).mkdir()
+      (staging / checkpoint_dir.TOKENIZER_DIR).mkdir()
       for file in files:
-        shutil.copy2(file, staging / ckpt.TOKENIZER_DIR / file.name)
+        shutil.copy2(file, staging / checkpoint_dir.TOKENIZER_DIR / file.name)
     # Written last: its presence marks a complete checkpoint.
-    ckpt.write_json(staging / ckpt.INFO_FILE, {
-        "format": ckpt.FORMAT,
-        "format_version": ckpt.FORMAT_VERSION,
+    checkpoint_dir.write_json(staging / checkpoint_dir.INFO_FILE, {
+        "format": checkpoint_dir.FORMAT,
+        "format_version": checkpoint_dir.FORMAT_VERSION,
         "created_at": _now(),
         "source": source,
         "scan_layers": scan,
@@ -98,8 +98,8 @@ def import_lladav(src, out=None, *, dtype: str | None = None, scan: bool = True,
   src = pathlib.Path(src)
   vision = layouts.read_json(vision_config) if vision_config else None
   config, source_json = layouts.lladav_config(src, vision)
-  plan = build_plan(f"import {src}", [layouts.lladav_part(src, config, scan=scan)], model_shapes(config, scan),
-                    _dtype(dtype))
+  plan = build_conversion_plan(f"import {src}", [layouts.lladav_part(src, config, scan=scan)],
+                               model_shapes(config, scan), _dtype(dtype))
   if dry_run:
     return Result(None, report.mapping_table(plan), time.monotonic() - start, plan)
   out = pathlib.Path(out)
@@ -179,9 +179,9 @@ def assemble(llada, siglip, out=None, *, lladav_config=None, seed: int = 0, dtyp
   config, base_json = _assembled_config(text, vision, llada, siglip, lladav_config, vision_tower_name)
   shapes = model_shapes(config, scan)
   parts = [layouts.llada_part(llada, config.text, scan=scan), layouts.siglip_part(siglip, config, scan=scan)]
-  plan = build_plan(f"assemble {llada} + {siglip}", parts, shapes, _dtype(dtype),
-                    extra_leaves=initial_leaves(config, shapes, seed, _dtype(dtype)),
-                    notes=[f"mm_projector and image_newline are freshly initialised (seed {seed})"])
+  plan = build_conversion_plan(f"assemble {llada} + {siglip}", parts, shapes, _dtype(dtype),
+                               extra_leaves=initial_leaves(config, shapes, seed, _dtype(dtype)),
+                               notes=[f"mm_projector and image_newline are freshly initialised (seed {seed})"])
   if dry_run:
     return Result(None, report.mapping_table(plan), time.monotonic() - start, plan)
   out = pathlib.Path(out)
@@ -214,16 +214,17 @@ def export(src, out=None, *, tokenizer=None, dtype: str | None = None,
   tokenizer files from `tokenizer` or from the checkpoint's own tokenizer/ directory)."""
   start = time.monotonic()
   src = pathlib.Path(src)
-  info = ckpt.read_info(src)
+  info = checkpoint_dir.read_info(src)
   config_json = layouts.read_config(src)
   config = LLaDAVConfig.from_hf_config(config_json)
   scan = bool(info["scan_layers"])
   cast = _dtype(dtype)
-  stored = orbax_io.metadata(src / ckpt.PARAMS_DIR)
+  stored = orbax_io.metadata(src / checkpoint_dir.PARAMS_DIR)
   entries, specs = _export_specs(config, scan, stored, cast)
-  tokenizer_dir = pathlib.Path(tokenizer) if tokenizer else src / ckpt.TOKENIZER_DIR
-  if tokenizer and not ckpt.tokenizer_files(tokenizer_dir):
-    raise ConversionError("export", [f"{tokenizer_dir}: no tokenizer files ({', '.join(ckpt.TOKENIZER_FILES)})"])
+  tokenizer_dir = pathlib.Path(tokenizer) if tokenizer else src / checkpoint_dir.TOKENIZER_DIR
+  if tokenizer and not checkpoint_dir.tokenizer_files(tokenizer_dir):
+    raise ConversionError("export", [f"{tokenizer_dir}: no tokenizer files "
+                                     f"({', '.join(checkpoint_dir.TOKENIZER_FILES)})"])
   if dry_run:
     lines = [f"{key}  {'x'.join(map(str, shape))}  {dt}" for key, shape, dt in specs]
     return Result(None, lines, time.monotonic() - start)
@@ -234,7 +235,7 @@ def export(src, out=None, *, tokenizer=None, dtype: str | None = None,
 
   def tensors():
     for entry in entries:
-      leaf = orbax_io.read_leaf(src / ckpt.PARAMS_DIR, entry.path)
+      leaf = orbax_io.read_leaf(src / checkpoint_dir.PARAMS_DIR, entry.path)
       if cast is not None:
         leaf = leaf.astype(cast)
       bar.advance(leaf.nbytes, "/".join(entry.path))
@@ -242,15 +243,15 @@ def export(src, out=None, *, tokenizer=None, dtype: str | None = None,
       del leaf
 
   out = pathlib.Path(out)
-  with ckpt.staged(out) as staging:
+  with checkpoint_dir.staged(out) as staging:
     index = write_shards(staging, specs, tensors(), max_shard_bytes)
     bar.close()
     dtypes = sorted({dt for _, _, dt in specs})
     exported = dict(config_json)
     if len(dtypes) == 1:
       exported["torch_dtype"] = str(cast or next(iter(stored.values()))[1])
-    ckpt.write_json(staging / ckpt.CONFIG_FILE, exported)
-    for file in ckpt.tokenizer_files(tokenizer_dir):
+    checkpoint_dir.write_json(staging / checkpoint_dir.CONFIG_FILE, exported)
+    for file in checkpoint_dir.tokenizer_files(tokenizer_dir):
       shutil.copy2(file, staging / file.name)
   seconds = time.monotonic() - start
   shards = len(set(index["weight_map"].values()))

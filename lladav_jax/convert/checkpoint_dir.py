@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from typing import Any, Iterator
 
-FORMAT = "lladav_jax.pretrained"
+FORMAT = "lladav_jax.pretrained"  # the on-disk format's name (docs/convert.md), whatever module reads it
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"

@@ -7,7 +7,7 @@ from typing import TextIO
 
 import numpy as np
 
-from tools.convert_weights.plan import Leaf, Plan
+from lladav_jax.convert.conversion_plan import Leaf, ConversionPlan
 
 TOWERS = ("language_model", "vision_tower", "mm_projector", "image_newline")
 _TRANSFORM_NOTES = {"identity": "", "linear": "transposed", "conv": "conv OIHW->HWIO"}
@@ -17,7 +17,7 @@ def gigabytes(nbytes: int) -> str:
   return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.2f} MB"
 
 
-def mapping_table(plan: Plan) -> list[str]:
+def mapping_table(plan: ConversionPlan) -> list[str]:
   """One row per parameter leaf: path, shape, dtype, source keys, transform."""
   rows = [("parameter", "shape", "dtype", "source", "transform")]
   for leaf in plan.leaves:
@@ -29,7 +29,7 @@ def mapping_table(plan: Plan) -> list[str]:
   return lines + skipped_lines(plan)
 
 
-def skipped_lines(plan: Plan) -> list[str]:
+def skipped_lines(plan: ConversionPlan) -> list[str]:
   lines = [f"skipped {len(keys)} source key(s): {reason}" for reason, keys in plan.skipped.items()]
   return lines + [f"note: {note}" for note in plan.notes]
 
@@ -45,7 +45,7 @@ def tower_counts(leaves: list[Leaf]) -> dict[str, dict]:
   return counts
 
 
-def summary(title: str, plan: Plan, seconds: float) -> list[str]:
+def summary(title: str, plan: ConversionPlan, seconds: float) -> list[str]:
   counts = tower_counts(plan.leaves)
   lines = [title, f"  {'tower':<16}{'parameters':>16}{'bytes':>12}  dtype"]
   for name in sorted(counts, key=lambda n: TOWERS.index(n) if n in TOWERS else len(TOWERS)):

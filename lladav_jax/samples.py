@@ -1,4 +1,4 @@
-"""Host-side assembly of model inputs: image placeholders expanded, crops and gather plans batched.
+"""Host-side assembly of the model's inputs: image placeholders expanded, samples batched (NumPy).
 
 A sample is token ids with `IMAGE_PLACEHOLDER_ID` where each image or video goes. `build_sample`
 expands every placeholder into that visual's feature tokens (its `FeatureLayout`) and checks the
@@ -19,12 +19,18 @@ sample; `collate` pads samples (or packs several per row) into fixed shapes for 
 import dataclasses
 from typing import Sequence
 
+import jax
 import numpy as np
 
 from lladav_jax.images.crops import Visual
 from lladav_jax.images.feature_layout import NEWLINE, TAPS, visual_layout
 from lladav_jax.model_config import LLaDAVConfig
 from lladav_jax.tokens import IGNORE_LABEL, IMAGE_PLACEHOLDER_ID
+
+
+# The collated arrays `LLaDAV.__call__` reads (the sampler's prompt inputs are the same arrays).
+MODEL_INPUT_KEYS = ("input_ids", "positions", "segment_ids", "image_mask", "image_index", "image_weight",
+                    "pixel_values")
 
 
 class SampleError(ValueError):
@@ -176,3 +182,26 @@ def collate(rows: Sequence[Sequence[Sample]], seq_len: int, max_crops: int,
       t += sample.length
       c += sample.num_crops
   return out
+
+
+def model_inputs(batch: dict, *, dialogue_causal: bool = False) -> dict:
+  """The keyword arguments of `LLaDAV.__call__` taken from a collated batch."""
+  inputs = {k: batch[k] for k in MODEL_INPUT_KEYS if k in batch}
+  if dialogue_causal:
+    inputs["turn_ids"] = batch["turn_ids"]
+  return inputs
+
+
+def abstract_inputs(config: LLaDAVConfig, batch: int, seq_len: int, max_crops: int) -> dict:
+  """Shapes of the model inputs of a collated batch, for `jax.eval_shape(model.init, ...)` without data."""
+  size = config.vision.image_size
+  spec = jax.ShapeDtypeStruct
+  return dict(
+      input_ids=spec((batch, seq_len), np.int32),
+      positions=spec((batch, seq_len), np.int32),
+      segment_ids=spec((batch, seq_len), np.int32),
+      image_mask=spec((batch, seq_len), np.bool_),
+      image_index=spec((batch, seq_len, TAPS), np.int32),
+      image_weight=spec((batch, seq_len, TAPS), np.float32),
+      pixel_values=spec((batch, max_crops, size, size, 3), np.float32),
+  )

@@ -1,11 +1,10 @@
-"""Multi-process runs: starting jax.distributed, this process's rows of the batch, global arrays.
+"""Multi-process runs: this process's rows of the batch, global arrays, agreeing on a stop.
 
 Every process runs the same program. Each reads only its own rows of the global batch (its data
 shard) and the global batch arrays are assembled from the process-local parts, so no host ever holds
-the whole batch.
+the whole batch. (jax.distributed is started by the command lines: `cli.start_distributed`.)
 """
 
-import os
 import signal
 import threading
 
@@ -13,23 +12,6 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
-
-
-def initialize(coordinator_address: str = "", num_processes: int = 0, process_id: int = -1,
-               auto: bool = False) -> None:
-  """Starts jax.distributed when asked: explicit values (flags, else the environment variables
-  JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID), or `auto` to let JAX detect the
-  cluster (Cloud TPU, SLURM, Open MPI, Kubernetes). Nothing is done for a single process."""
-  coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS", "")
-  num_processes = num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "0"))
-  if process_id < 0:
-    process_id = int(os.environ.get("JAX_PROCESS_ID", "-1"))
-  if coordinator_address and num_processes > 1:
-    if process_id < 0:
-      raise ValueError("a multi-process run needs --process_id (or JAX_PROCESS_ID)")
-    jax.distributed.initialize(coordinator_address, num_processes, process_id)
-  elif auto:
-    jax.distributed.initialize()
 
 
 def process_rows(sharding: NamedSharding, global_batch: int) -> tuple[int, int]:

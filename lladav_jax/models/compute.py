@@ -1,0 +1,50 @@
+"""How the modules compute, independent of the checkpoint: dtypes, layer scan, remat, attention kernel.
+
+The remat policies are looked up here by name, so the config's choices and the policies are one table.
+"""
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+# Remat policies by name. "minimal" keeps matmul outputs without batch dims (weights-stationary),
+# "save_attention" keeps the tagged projections and attention output (see models/llada.py).
+REMAT_POLICIES: dict[str, Callable | None] = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "save_attention": jax.checkpoint_policies.save_only_these_names(
+        "query_proj", "key_proj", "value_proj", "attention_out"),
+}
+# "xla": plain einsums (portable, materialises the scores); "cudnn": the fused GPU kernel.
+ATTENTION_IMPLS = ("xla", "cudnn")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputeConfig:
+  """Activation and parameter dtypes, whether layers are one `nn.scan`, remat and attention."""
+
+  dtype: str = "float32"  # activations
+  param_dtype: str = "float32"
+  scan_layers: bool = True
+  remat_policy: str = "none"
+  attention_impl: str = "xla"
+
+  def __post_init__(self):
+    for name, value, choices in (("dtype", self.dtype, DTYPES),
+                                 ("param_dtype", self.param_dtype, DTYPES),
+                                 ("remat_policy", self.remat_policy, tuple(REMAT_POLICIES)),
+                                 ("attention_impl", self.attention_impl, ATTENTION_IMPLS)):
+      if value not in choices:
+        raise ValueError(f"compute.{name} = {value!r}; choices: {choices}")
+
+  @property
+  def activation_dtype(self) -> jnp.dtype:
+    return jnp.dtype(self.dtype)
+
+  @property
+  def weight_dtype(self) -> jnp.dtype:
+    return jnp.dtype(self.param_dtype)
