@@ -15,7 +15,7 @@ $(VENV)/.installed: $(VENV)/.runtime requirements-test.txt
 	$(VENV)/bin/pip install --quiet -r requirements-test.txt
 	touch $@
 
-.PHONY: demo test test-all bench-forward bench-convert bench-sampler bench-data bench-train-step bench-eval plan
+.PHONY: demo test test-all bench-forward bench-convert bench-sampler bench-precision bench-data bench-train-step bench-eval plan
 
 ## The main job: train a tiny LLaDA-V on synthetic shapes and ask it questions (re-runs reuse workdir/demo).
 demo: $(VENV)/.runtime
@@ -40,6 +40,10 @@ bench-convert: $(VENV)/.installed
 ## Decoding throughput: jitted sampler (cache, threshold) vs a per-step Python loop (CPU).
 bench-sampler: $(VENV)/.installed
 	$(PY) bench/sampler.py
+
+## How often bfloat16 / float16 greedy decodes agree with float32 (random models, and the demo model if trained).
+bench-precision: $(VENV)/.installed
+	$(PY) bench/precision.py
 
 ## Data pipeline throughput (anyres_max_4 on 640x480 JPEGs, 1 and 2 workers).
 bench-data: $(VENV)/.installed

@@ -64,7 +64,7 @@ def prompts(model, batch):
 SCALES = {"lm_head": 1.3, "embed_tokens": 0.4, "q_proj": 0.4, "k_proj": 0.4}
 
 
-def random_params(model, sample):
+def random_params(model, sample, scales=SCALES):
   batch = collate([[sample]], sample.length, sample.num_crops, model.config)
   abstract = nn.unbox(jax.eval_shape(model.init, jax.random.key(0), **model_inputs(batch)))
   leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
@@ -76,7 +76,7 @@ def random_params(model, sample):
     if "scale" in name:
       out.append(1.0 + 0.1 * noise)
       continue
-    scale = [v for k, v in SCALES.items() if k in name and "language_model" in name]
+    scale = [v for k, v in scales.items() if k in name and "language_model" in name]
     out.append((scale[0] if scale else 0.05) * noise)
   return jax.tree_util.tree_unflatten(treedef, out)
 
@@ -100,8 +100,8 @@ class PythonLoop:
     def forward(p, prompt_embeds, ids):
       gen_embeds = model.apply(p, ids, method=LLaDAV.embed_tokens)
       embeds = jnp.concatenate([prompt_embeds, gen_embeds], axis=1)
-      hidden = model.apply(p, embeds, jnp.broadcast_to(jnp.arange(embeds.shape[1]), embeds.shape[:2]), None,
-                           method=lambda m, *a: m.language_model.hidden_states(*a))
+      hidden, _ = model.apply(p, embeds, jnp.broadcast_to(jnp.arange(embeds.shape[1]), embeds.shape[:2]), None,
+                              method=lambda m, *a: m.language_model.hidden_states(*a))
       return model.apply(p, hidden[:, length:], method=lambda m, h: m.language_model.logits(h))
     self.forward = jax.jit(forward)
     ids = jnp.zeros((len(samples), gen_length), jnp.int32)
@@ -153,13 +153,18 @@ def timed(fn, repeats):
   return statistics.median(times), out
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__)
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+  """The dimensions of `build_model`'s text tower."""
   parser.add_argument("--hidden", type=int, default=128)
   parser.add_argument("--layers", type=int, default=2)
   parser.add_argument("--heads", type=int, default=4)
   parser.add_argument("--intermediate", type=int, default=384)
   parser.add_argument("--vocab", type=int, default=16384)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__)
+  add_model_flags(parser)
   parser.add_argument("--gen-length", type=int, default=64)
   parser.add_argument("--block-length", type=int, default=32)
   parser.add_argument("--refresh", default="1,4,8,16,32")

@@ -19,7 +19,7 @@ from lladav_jax.data.records import ASSISTANT, USER, Message
 from lladav_jax.data.tokenizer import IMAGE_TEXT, TokenizerError
 from lladav_jax.diffusion.generation import generate
 from lladav_jax.images import load_image
-from lladav_jax.images.crops import sample_visuals
+from lladav_jax.images.crops import inference_visuals
 from lladav_jax.models import ComputeConfig, LLaDAV
 from lladav_jax.samples import build_sample
 
@@ -64,7 +64,7 @@ class Session:
     self.settings = cli.sampler_settings(args, self.tokenizer, self.config.tokens.eot, gen_length=DEFAULT_LENGTH,
                                          steps=DEFAULT_LENGTH, block_length=DEFAULT_LENGTH)
     self.think = cli.think_mode(args, None)
-    self.visuals = sample_visuals([load_image(path) for path in args.image], self.config)
+    self.visuals = inference_visuals([load_image(path) for path in args.image], self.config)
     self.messages: list[Message] = []
 
   def ask(self, question: str) -> str:

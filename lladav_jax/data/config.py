@@ -13,6 +13,11 @@ PADDING_MODES = (PADDING_UPSTREAM, PADDING_MASKED)
 OVERLONG_TRUNCATE = "truncate"  # upstream: cut at the maximum length
 OVERLONG_SKIP = "skip"
 OVERLONG_MODES = (OVERLONG_TRUNCATE, OVERLONG_SKIP)
+# A conversation with no assistant text, or an empty caption: upstream trains on it (the structural
+# tokens, or the caption's "\n", are then its only targets).
+EMPTY_RESPONSE_TRAIN = "train"
+EMPTY_RESPONSE_SKIP = "skip"
+EMPTY_RESPONSE_MODES = (EMPTY_RESPONSE_TRAIN, EMPTY_RESPONSE_SKIP)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +34,8 @@ class DataConfig:
   (supervised, attended) to the group's longest text, zero embeddings (attended, not supervised) to its
   longest spliced row; then masked padding to the bucket. PADDING_MASKED pads with masked tokens only.
   packing: several samples per row as separate segments (needs PADDING_MASKED; for short stage-1 captions).
+  empty_response: EMPTY_RESPONSE_TRAIN keeps records whose answer (or caption) is empty, as upstream;
+  EMPTY_RESPONSE_SKIP rejects them (reason no_response).
   num_epochs: None repeats forever (each epoch shuffled anew). num_workers: decoding processes
   (0 decodes in the calling process); a resumed run must use the same number.
   """
@@ -44,6 +51,7 @@ class DataConfig:
   pad_group_size: int | None = None
   packing: bool = False
   overlong: str = OVERLONG_TRUNCATE
+  empty_response: str = EMPTY_RESPONSE_TRAIN
   shuffle: bool = True
   seed: int = 0
   num_epochs: int | None = None
@@ -65,6 +73,8 @@ class DataConfig:
     checks = [(self.template in TEMPLATES, f"template {self.template!r}; choices: {TEMPLATES}"),
               (self.padding in PADDING_MODES, f"padding {self.padding!r}; choices: {PADDING_MODES}"),
               (self.overlong in OVERLONG_MODES, f"overlong {self.overlong!r}; choices: {OVERLONG_MODES}"),
+              (self.empty_response in EMPTY_RESPONSE_MODES,
+               f"empty_response {self.empty_response!r}; choices: {EMPTY_RESPONSE_MODES}"),
               (self.batch_size >= 1, f"batch_size {self.batch_size} < 1"),
               (self.num_workers >= 0, f"num_workers {self.num_workers} < 0"),
               (self.pad_group_size is None or self.pad_group_size >= 1, f"pad_group_size {self.pad_group_size} < 1"),

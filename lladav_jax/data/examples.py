@@ -19,14 +19,14 @@ import numpy as np
 
 from lladav_jax.data import media, records, rejects
 from lladav_jax.data.chat_format import TEMPLATE_LLADA, ChatEncoder
-from lladav_jax.data.config import OVERLONG_TRUNCATE, DataConfig
+from lladav_jax.data.config import EMPTY_RESPONSE_SKIP, OVERLONG_TRUNCATE, DataConfig
 from lladav_jax.data.rejects import RecordRejected
 from lladav_jax.data.sources import SourceSpec
 from lladav_jax.images.crops import Visual, image_visual, video_visual
 from lladav_jax.images.feature_layout import visual_layout
 from lladav_jax.model_config import LLaDAVConfig
 from lladav_jax.samples import Sample, SampleError, build_sample
-from lladav_jax.tokens import IMAGE_PLACEHOLDER_ID
+from lladav_jax.tokens import IGNORE_LABEL, IMAGE_PLACEHOLDER_ID
 
 SAMPLE_KEYS = ("input_ids", "image_mask", "image_index", "image_weight", "turn_ids", "labels")
 
@@ -64,12 +64,13 @@ class ExampleBuilder:
     messages = records.add_think_tags(record.messages, spec.think, rng)
     if record.has_visual:
       messages = records.move_image_to_front(messages)
+    skip_empty = cfg.empty_response == EMPTY_RESPONSE_SKIP
     if cfg.template == TEMPLATE_LLADA:
-      system, turns = records.llada_turns(record, messages)
+      system, turns = records.llada_turns(record, messages, skip_empty=skip_empty)
       ids, labels = self.encoder.encode_llada(turns, has_visual=record.has_visual,
                                               system_prompt=cfg.system_prompt if system is None else system)
     else:
-      prompt, caption = records.plain_pair(record, messages)
+      prompt, caption = records.plain_pair(record, messages, skip_empty=skip_empty)
       ids, labels = self.encoder.encode_plain(prompt, caption)
 
     truncate = cfg.overlong == OVERLONG_TRUNCATE
@@ -87,6 +88,8 @@ class ExampleBuilder:
                             truncate=truncate, sample_id=f"record {record.id}")
     except SampleError as e:
       raise RecordRejected(rejects.INVALID_SAMPLE, str(e)) from e
+    if not np.any(sample.labels != IGNORE_LABEL):  # a vocabulary without the structural tokens
+      raise RecordRejected(rejects.NO_TARGETS, f"record {record.id}: no supervised token")
     if sample.num_crops > self.max_crops:
       raise RecordRejected(rejects.TOO_MANY_CROPS, f"record {record.id}: {sample.num_crops} crops, more than the "
                            f"largest crop bucket {self.max_crops}")

@@ -131,11 +131,13 @@ def move_image_to_front(messages: Sequence[Message]) -> list[Message]:
   return out
 
 
-def llada_turns(record: Record, messages: Sequence[Message]) -> tuple[str | None, list[Message]]:
+def llada_turns(record: Record, messages: Sequence[Message], *,
+                skip_empty: bool = False) -> tuple[str | None, list[Message]]:
   """The messages preprocess_llada encodes, and the record's own system prompt if it starts with one.
 
   Upstream drops a first message that is not from the user. (Upstream fails on a leading system
-  message; here it replaces the default system prompt.)
+  message; here it replaces the default system prompt.) A record without assistant text is kept, as
+  upstream keeps it, unless `skip_empty`.
   """
   messages = list(messages)
   system = None
@@ -144,21 +146,22 @@ def llada_turns(record: Record, messages: Sequence[Message]) -> tuple[str | None
   if messages and messages[0].role != USER:
     messages = messages[1:]
   count_placeholders(record, messages)
-  if not any(m.role == ASSISTANT and m.content.strip() for m in messages):
+  if skip_empty and not any(m.role == ASSISTANT and m.content.strip() for m in messages):
     raise RecordRejected(rejects.NO_RESPONSE, f"record {record.id}: no assistant message with text")
   return system, messages
 
 
-def plain_pair(record: Record, messages: Sequence[Message]) -> tuple[str, str]:
+def plain_pair(record: Record, messages: Sequence[Message], *, skip_empty: bool = False) -> tuple[str, str]:
   """preprocess_plain: exactly two messages, the first holding `<image>` (its text is replaced by the
-  image alone), the second the caption. Returns (prompt, caption)."""
+  image alone), the second the caption. Returns (prompt, caption). An empty caption is kept (the
+  separator is then the only target), as upstream keeps it, unless `skip_empty`."""
   if len(messages) != 2:
     raise RecordRejected(rejects.BAD_RECORD, f"record {record.id}: the plain format needs 2 messages, "
                          f"got {len(messages)}")
   if IMAGE_TEXT not in messages[0].content:
     raise RecordRejected(rejects.BAD_RECORD, f"record {record.id}: the plain format needs <image> in the "
                          "first message")
-  if not messages[1].content.strip():
+  if skip_empty and not messages[1].content.strip():
     raise RecordRejected(rejects.NO_RESPONSE, f"record {record.id}: empty caption")
   prompt = IMAGE_TEXT
   count_placeholders(record, [Message(USER, prompt), messages[1]])

@@ -11,7 +11,8 @@ from typing import Any
 MALFORMED_JSON = "malformed_json"  # the line / array element is not a JSON object
 BAD_RECORD = "bad_record"  # wrong keys or types, unknown role, not the plain format's two messages
 IMAGE_COUNT_MISMATCH = "image_count_mismatch"  # <image> placeholders != images (or != 1 for a video)
-NO_RESPONSE = "no_response"  # no assistant message with text
+NO_RESPONSE = "no_response"  # no assistant text or an empty caption (with empty_response="skip")
+NO_TARGETS = "no_targets"  # not one supervised token: nothing to learn from
 IMAGE_MISSING = "image_missing"
 IMAGE_CORRUPT = "image_corrupt"
 IMAGE_TOO_LARGE = "image_too_large"  # more pixels than allowed (decompression bomb)
@@ -20,7 +21,7 @@ TOO_LONG = "too_long"  # over the maximum length when over-long samples are skip
 TOO_MANY_CROPS = "too_many_crops"  # more crops than the largest crop bucket
 INVALID_SAMPLE = "invalid_sample"  # token ids outside the model's vocabulary
 REASONS = (MALFORMED_JSON, BAD_RECORD, IMAGE_COUNT_MISMATCH, NO_RESPONSE, IMAGE_MISSING, IMAGE_CORRUPT,
-           IMAGE_TOO_LARGE, VIDEO_UNREADABLE, TOO_LONG, TOO_MANY_CROPS, INVALID_SAMPLE)
+           IMAGE_TOO_LARGE, VIDEO_UNREADABLE, TOO_LONG, TOO_MANY_CROPS, INVALID_SAMPLE, NO_TARGETS)
 
 
 class RecordRejected(ValueError):

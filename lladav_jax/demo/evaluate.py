@@ -13,7 +13,7 @@ from lladav_jax.diffusion.generation import generate
 from lladav_jax.diffusion.settings import SamplerSettings
 from lladav_jax.eval import metrics
 from lladav_jax.images import load_image
-from lladav_jax.images.crops import sample_visuals
+from lladav_jax.images.crops import inference_visuals
 from lladav_jax.models import ComputeConfig, LLaDAV
 from lladav_jax.samples import build_sample
 
@@ -45,10 +45,11 @@ def sampler_settings(tokenizer: Tokenizer, eot_id: int) -> SamplerSettings:
 
 
 def evaluate(checkpoint: str, records_file: str, image_folder: str, *, system_prompt: str | None = None,
-             limit: int | None = None, batch_size: int = 64) -> list[Prediction]:
-  """Answers every record of `records_file` (LLaVA JSON with a `question_type` field)."""
-  config, params = load_pretrained(checkpoint)
-  model = LLaDAV(config, ComputeConfig(scan_layers=True))
+             limit: int | None = None, batch_size: int = 64, dtype: str = "float32") -> list[Prediction]:
+  """Answers every record of `records_file` (LLaVA JSON with a `question_type` field), with weights
+  and activations in `dtype`."""
+  config, params = load_pretrained(checkpoint, dtype=dtype)
+  model = LLaDAV(config, ComputeConfig(dtype=dtype, param_dtype=dtype, scan_layers=True))
   tokenizer = Tokenizer.from_dir(os.path.join(checkpoint, "tokenizer"))
   tokenizer.check_token_ids(config.tokens)
   with open(records_file) as f:
@@ -58,7 +59,7 @@ def evaluate(checkpoint: str, records_file: str, image_folder: str, *, system_pr
     question = record["conversations"][0]["value"].replace("<image>", "").strip()
     image = load_image(os.path.join(image_folder, record["image"]))
     ids = build_prompt(tokenizer, question, 1, system_prompt=system_prompt, keep_image_newline=True)
-    samples.append(build_sample(ids, sample_visuals([image], config), config, sample_id=record["id"]))
+    samples.append(build_sample(ids, inference_visuals([image], config), config, sample_id=record["id"]))
     questions.append(question)
   answers, _ = generate(model, {"params": params}, samples, sampler_settings(tokenizer, config.tokens.eot),
                         batch_size=batch_size)

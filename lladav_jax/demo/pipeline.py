@@ -115,9 +115,9 @@ def train_stage(work: DemoWorkdir, stage: int) -> dict[int, dict]:
   return loop.train(stage_config(work, stage), str(work.stage_dir(stage)))
 
 
-def evaluate_heldout(work: DemoWorkdir, limit: int | None = None) -> list[Prediction]:
+def evaluate_heldout(work: DemoWorkdir, limit: int | None = None, dtype: str = "float32") -> list[Prediction]:
   return evaluate.evaluate(str(work.stage_dir(2)), str(work.data_dir / "vqa_val.json"), str(work.data_dir),
-                           system_prompt=work.system_prompt, limit=limit)
+                           system_prompt=work.system_prompt, limit=limit, dtype=dtype)
 
 
 def accuracy_json(predictions) -> dict[str, dict[str, float]]:

@@ -10,7 +10,9 @@ Positions restart at 0 for every row's real prompt tokens and continue through t
 and the suffix, so padding changes nothing. Attention is bidirectional over the row's valid positions
 (padding keys are hidden); the prompt's turn ids are not used, as upstream decodes with a full mask.
 
-Only the hidden states of the current block go through the LM head.
+`full` and `window` return the hidden states of the step's candidate region only (the generated
+region, or the current block with the dual KV cache: `region_length`); the sampler sends the part
+it needs through the LM head (`logits`).
 """
 
 import flax.struct
@@ -47,10 +49,9 @@ def _logits(module: LLaDAV, hidden):
 class Denoiser:
   """Binds a model and its params to the canvas layout; all methods run inside the decode program."""
 
-  def __init__(self, model: LLaDAV, params, canvas: Canvas, gen_length: int, block_length: int,
-               vocab_limit: int):
+  def __init__(self, model: LLaDAV, params, canvas: Canvas, region_length: int, vocab_limit: int):
     self.model, self.params, self.canvas = model, params, canvas
-    self.gen_length, self.block_length, self.vocab_limit = gen_length, block_length, vocab_limit
+    self.region_length, self.vocab_limit = region_length, vocab_limit
 
   def embed_tokens(self, tokens: jax.Array) -> jax.Array:
     return self.model.apply(self.params, tokens, method=LLaDAV.embed_tokens)
@@ -65,11 +66,13 @@ class Denoiser:
     reps = self.canvas.prompt_embeds.shape[0] // x.shape[0]
     return x if reps == 1 else jnp.concatenate([x] * reps, axis=0)
 
-  def _block_logits(self, hidden: jax.Array, start: jax.Array) -> jax.Array:
-    """hidden [B, T, D], block offset in it -> float32 logits [B, block_length, vocab_limit]."""
-    block = jax.lax.dynamic_slice_in_dim(hidden, start, self.block_length, axis=1)
-    logits = self.model.apply(self.params, block, method=_logits)
-    return logits[..., :self.vocab_limit].astype(jnp.float32)
+  def _region(self, hidden: jax.Array, start: jax.Array) -> jax.Array:
+    """hidden [B, T, D], the region's offset in it -> [B, region_length, D]."""
+    return jax.lax.dynamic_slice_in_dim(hidden, start, self.region_length, axis=1)
+
+  def logits(self, hidden: jax.Array) -> jax.Array:
+    """Hidden states [B, T, D] -> float32 logits [B, T, vocab_limit]."""
+    return self.model.apply(self.params, hidden, method=_logits)[..., :self.vocab_limit]
 
   def _canvas_embeds(self, gen_embeds: jax.Array) -> jax.Array:
     c = self.canvas
@@ -77,18 +80,20 @@ class Denoiser:
     suffix = jnp.broadcast_to(c.suffix_embeds.astype(gen_embeds.dtype), (b,) + c.suffix_embeds.shape)
     return jnp.concatenate([c.prompt_embeds.astype(gen_embeds.dtype), gen_embeds, suffix], axis=1)
 
-  def full(self, gen_embeds: jax.Array, block_start: jax.Array) -> tuple[jax.Array, KVCache]:
-    """Every canvas position -> (block logits, KVCache of the whole canvas)."""
+  def full(self, gen_embeds: jax.Array, region_start: jax.Array) -> tuple[jax.Array, KVCache]:
+    """Every canvas position -> (the region's hidden states, KVCache of the whole canvas);
+    region_start is a generated-region offset."""
     c = self.canvas
     embeds = self._canvas_embeds(gen_embeds)
     mask = c.valid[:, None, None, :]  # every query sees the row's valid keys
     hidden, cache = self.model.apply(self.params, embeds, c.positions, mask, None, method=_hidden)
-    return self._block_logits(hidden, c.prompt_length + block_start), cache
+    return self._region(hidden, c.prompt_length + region_start), cache
 
   def window(self, gen_embeds: jax.Array, cache: KVCache, window_start: jax.Array, window_length: int,
-             block_start: jax.Array) -> jax.Array:
+             region_start: jax.Array) -> jax.Array:
     """Recomputes canvas positions [window_start, +window_length) against `cache` (keys/values of
-    canvas positions [0, cache.length) from the last refresh); returns the block's logits.
+    canvas positions [0, cache.length) from the last refresh); returns the region's hidden states
+    (the region lies inside the window).
 
     Cached entries inside the window are stale copies of positions being recomputed: hidden.
     """
@@ -105,7 +110,7 @@ class Denoiser:
     own_visible = jnp.ones((embeds.shape[0], window_length), bool)
     mask = jnp.concatenate([cached_visible, own_visible], axis=1)[:, None, None, :]
     hidden, _ = self.model.apply(self.params, embeds, positions, mask, cache, method=_hidden)
-    return self._block_logits(hidden, c.prompt_length + block_start - window_start)
+    return self._region(hidden, c.prompt_length + region_start - window_start)
 
 
 def build_canvas(model: LLaDAV, params, prompt: dict, prompt_lengths: jax.Array, gen_length: int,

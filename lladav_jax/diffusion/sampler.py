@@ -3,15 +3,18 @@
 Per call: the prompt (with image features) is embedded once; the answer starts as gen_length
 [MASK]s. Blocks are decoded left to right (`lax.while_loop`, which stops once every row is done);
 inside a block a `lax.while_loop` runs the steps, each one model evaluation, until every row has
-filled its block (or the step budget is spent). A step predicts every masked position of the
-block, and commits per row the quota (`schedule`) of most confident predictions, or those the
-threshold/factor rule accepts (`remasking`). Masks are booleans; rows never influence each other,
-and a row that is done stops changing, so a batch decodes each row exactly as it would alone.
+filled its block (or the step budget is spent). A step predicts every masked position before the
+block's end (upstream's candidates: a [MASK] id committed in an earlier step or block is predicted
+again), and commits per row the quota (`schedule`) of the block's most confident predictions, or
+those the threshold/factor rule accepts (`remasking`). Masks are booleans; rows never influence
+each other, and a row that is done stops changing, so a batch decodes each row exactly as it would
+alone.
 
 With a KV cache, the step's model evaluation is a full refresh at every block start and every
 `refresh` steps, and otherwise recomputes only a window against the cached keys/values:
   prefix  the window is the generated region + suffix; the prompt's keys/values are cached
-  dual    the window is the current block; everything else is cached (Fast-dLLM's DualCache)
+  dual    the window is the current block; everything else is cached (Fast-dLLM's DualCache), and
+          the candidates are the block's positions only
 With refresh = 1 every step is a full evaluation: the exact decode.
 
 `program(model, settings)` returns the jitted function for those settings; jax caches its
@@ -67,11 +70,12 @@ def decode(model: LLaDAV, settings: SamplerSettings, params, prompt: dict, promp
   gen, block = s.gen_length, s.block_length
   batch = prompt["input_ids"].shape[0]
   guidance = s.cfg_scale > 0
-  canvas = build_canvas(model, params, prompt, prompt_lengths, gen, s.suffix, model.config.tokens.mask,
-                        guidance)
-  den = Denoiser(model, params, canvas, gen, block, s.vocab_limit)
+  mask_id = model.config.tokens.mask
+  canvas = build_canvas(model, params, prompt, prompt_lengths, gen, s.suffix, mask_id, guidance)
+  # The candidates of a step: the generated region (upstream), or the block the dual cache recomputes.
+  region = block if s.cache == "dual" else gen
+  den = Denoiser(model, params, canvas, region, s.vocab_limit)
   canvas_rows, prompt_len = canvas.prompt_embeds.shape[:2]
-  block_index = jnp.arange(block, dtype=jnp.int32)
 
   def empty_cache():
     if s.cache == "none":
@@ -82,64 +86,91 @@ def decode(model: LLaDAV, settings: SamplerSettings, params, prompt: dict, promp
     zeros = jnp.zeros(shape, model.compute.activation_dtype)
     return KVCache(zeros, zeros)
 
-  def evaluate(step, start, gen_embeds, cache):
-    """One model evaluation -> (float32 block logits [2B or B, block, V], cache)."""
+  def evaluate(step, start, region_start, gen_embeds, cache):
+    """One model evaluation -> (the region's hidden states [2B or B, region, D], cache)."""
     if s.cache == "none":
-      return den.full(gen_embeds, start)[0], cache
+      return den.full(gen_embeds, region_start)[0], cache
 
     def refresh_branch():
-      logits, fresh = den.full(gen_embeds, start)
+      hidden, fresh = den.full(gen_embeds, region_start)
       if s.cache == "prefix":
         fresh = jax.tree_util.tree_map(lambda a: a[:, :, :prompt_len], fresh)
-      return logits, fresh
+      return hidden, fresh
 
     def cached_branch():
       if s.cache == "prefix":
         window_start, window_length = prompt_len, gen + len(s.suffix)
       else:
         window_start, window_length = prompt_len + start, block
-      return den.window(gen_embeds, cache, window_start, window_length, start), cache
+      return den.window(gen_embeds, cache, window_start, window_length, region_start), cache
 
     refresh = step == 0 if s.refresh is None else step % s.refresh == 0
     return jax.lax.cond(refresh, refresh_branch, cached_branch)
 
-  def block_view(x, start):
-    return jax.lax.dynamic_slice_in_dim(x, start, block, axis=1)
-
   def decode_block(b, state):
     start = b * block
-    count = jnp.sum(block_view(state.masked, start), axis=1)  # quota base: masks at the block's start
+    region_start = start if s.cache == "dual" else 0
+    position = region_start + jnp.arange(region, dtype=jnp.int32)  # generated-region offsets
 
-    def open_masks(st):
-      return block_view(st.masked, start) & (start + block_index < st.stop[:, None])
+    def view(x, offset, length):
+      return jax.lax.dynamic_slice_in_dim(x, offset, length, axis=1)
+
+    count = jnp.sum(view(state.masked, start, block), axis=1)  # quota base: masks at the block's start
+
+    def running(st):
+      """bool [B]: upstream's step loop goes on while the block has masks and, once a stop stands,
+      masks remain before it (a committed [MASK] id stays a mask, wherever it is)."""
+      block_open = jnp.any(view(st.masked, start, block), axis=1)
+      before_stop = jnp.any(view(st.masked, region_start, region) & (position < st.stop[:, None]), axis=1)
+      return block_open & before_stop
 
     def step_cond(carry):
       step, st = carry
-      return (step < s.max_steps_per_block) & jnp.any(open_masks(st))
+      return (step < s.max_steps_per_block) & jnp.any(running(st))
 
     def step_body(carry):
       step, st = carry
-      eligible = open_masks(st)
-      active = jnp.any(eligible, axis=1)
-      logits, cache = evaluate(step, start, den.generated_embeds(st.tokens, st.masked), st.cache)
-      if guidance:
-        logits = remasking.guide(logits[:batch], logits[batch:], s.cfg_scale)
-      masked_block = block_view(st.masked, start)
-      logits = remasking.suppress(logits, masked_block, s.suppressed_ids)
+      active = running(st)
+      masked_region = view(st.masked, region_start, region)
+      limit = jnp.minimum(start + block, st.stop)[:, None]  # nothing from the block's end or a stop on
+      eligible = masked_region & (position < limit) & active[:, None]
+      hidden, cache = evaluate(step, start, region_start, den.generated_embeds(st.tokens, st.masked), st.cache)
       token_keys, remask_keys = jax.vmap(remasking.step_keys)(row_keys, st.row_steps)
-      proposal = remasking.choose_tokens(logits, s.temperature, token_keys)
-      score = remasking.confidence(logits, proposal, s.remasking, remask_keys)
+
+      def predict(offset, length):
+        """Tokens and confidences at region positions [offset, +length)."""
+        logits = den.logits(view(hidden, offset, length))
+        if guidance:
+          logits = remasking.guide(logits[:batch], logits[batch:], s.cfg_scale)
+        logits = remasking.suppress(logits, view(masked_region, offset, length), s.suppressed_ids)
+        at = view(position[None], offset, length)[0]
+        proposal = remasking.choose_tokens(logits, s.temperature, token_keys, at)
+        return proposal, remasking.confidence(logits, proposal, s.remasking, remask_keys, at)
+
+      def predict_block():
+        """The block only, placed in the region (the rest is not eligible)."""
+        proposal, conf = predict(start - region_start, block)
+        place = lambda part, fill: jax.lax.dynamic_update_slice_in_dim(
+            jnp.full((batch, region), fill, part.dtype), part, start - region_start, axis=1)
+        return place(proposal, 0), jax.tree_util.tree_map(lambda x: place(x, 0.0), conf)
+
+      if region == block:
+        proposal, confidence = predict(0, region)
+      else:  # the LM head over the whole region only while a row has a [MASK] id left before the block
+        stale = jnp.any(eligible & (position < start))
+        proposal, confidence = jax.lax.cond(stale, lambda: predict(0, region), predict_block)
       if s.threshold is not None:
-        commit = remasking.select_threshold(score, eligible, s.threshold)
+        commit = remasking.select_threshold(confidence, eligible, s.threshold)
       elif s.factor is not None:
-        commit = remasking.select_factor(score, eligible, s.factor)
+        commit = remasking.select_factor(confidence, eligible, s.factor)
       else:
-        commit = remasking.select_top(score, eligible, step_quota(count, s.steps_per_block, step))
-      put = lambda full, part: jax.lax.dynamic_update_slice_in_dim(full, part, start, axis=1)
-      tokens = put(st.tokens, jnp.where(commit, proposal, block_view(st.tokens, start)))
-      masked = put(st.masked, masked_block & ~commit)
+        commit = remasking.select_top(confidence, eligible, step_quota(count, s.steps_per_block, step))
+      put = lambda full, part: jax.lax.dynamic_update_slice_in_dim(full, part, region_start, axis=1)
+      tokens = put(st.tokens, jnp.where(commit, proposal, view(st.tokens, region_start, region)))
+      # Upstream finds masks by comparing embeddings with [MASK]'s: a committed [MASK] id stays one.
+      masked = put(st.masked, masked_region & ~(commit & (proposal != mask_id)))
       commit_step = put(st.commit_step, jnp.where(commit, st.row_steps[:, None],
-                                                  block_view(st.commit_step, start)))
+                                                  view(st.commit_step, region_start, region)))
       stop = update_stop(st.stop, tokens, ~masked, s.stop_sequences, s.stop_order)
       new = DecodeState(tokens=tokens, masked=masked, commit_step=commit_step, stop=stop,
                         row_steps=st.row_steps + active.astype(jnp.int32), cache=cache)
@@ -158,7 +189,7 @@ def decode(model: LLaDAV, settings: SamplerSettings, params, prompt: dict, promp
     return b + 1, decode_block(b, st)
 
   init = DecodeState(
-      tokens=jnp.full((batch, gen), model.config.tokens.mask, jnp.int32),
+      tokens=jnp.full((batch, gen), mask_id, jnp.int32),
       masked=jnp.ones((batch, gen), bool),
       commit_step=jnp.full((batch, gen), -1, jnp.int32),
       stop=jnp.full((batch,), gen, jnp.int32),

@@ -18,7 +18,7 @@ from PIL import Image
 from lladav_jax.data.prompts import build_prompt
 from lladav_jax.data.tokenizer import IMAGE_TEXT, Tokenizer
 from lladav_jax.eval.tasks.base import Record
-from lladav_jax.images.crops import KIND_ANYRES, KIND_SINGLE, Visual, select_best_resolution
+from lladav_jax.images.crops import KIND_ANYRES, KIND_PLAIN, Visual, select_best_resolution
 from lladav_jax.images.feature_layout import visual_layout
 from lladav_jax.model_config import LLaDAVConfig
 
@@ -58,7 +58,7 @@ def image_size(source) -> tuple[int, int]:
 
 
 def visual_shape(size: tuple[int, int], config: LLaDAVConfig, multi_image: bool) -> tuple[int, int]:
-  """(crops, image tokens) of one image, as `crops.image_visual` + `visual_layout` would make them."""
+  """(crops, image tokens) of one image, as `crops.inference_visuals` + `visual_layout` make them."""
   if config.is_anyres and not multi_image:
     best_w, best_h = select_best_resolution(size, config.image_grid_pinpoints)
     side = config.vision.image_size
@@ -67,7 +67,7 @@ def visual_shape(size: tuple[int, int], config: LLaDAVConfig, multi_image: bool)
     shape_only = Visual(KIND_ANYRES, np.zeros((crops, 0, 0, 3), np.float32), size, grid)
   else:
     crops = 1
-    shape_only = Visual(KIND_SINGLE, np.zeros((1, 0, 0, 3), np.float32), size)
+    shape_only = Visual(KIND_PLAIN, np.zeros((1, 0, 0, 3), np.float32), size)
   return crops, visual_layout(shape_only, config).num_tokens
 
 

@@ -24,7 +24,7 @@ from lladav_jax.diffusion.settings import SamplerSettings, decoding_settings
 from lladav_jax.eval.bucketing import Batch, Prompt
 from lladav_jax.eval.tasks.base import Decoding
 from lladav_jax.images import ImageDecodeError, load_image
-from lladav_jax.images.crops import sample_visuals
+from lladav_jax.images.crops import inference_visuals
 from lladav_jax.images.loading import to_rgb
 from lladav_jax.models.lladav import LLaDAV
 from lladav_jax.samples import MODEL_INPUT_KEYS, Sample, SampleError, build_sample, collate
@@ -82,7 +82,7 @@ def realize(prompt: Prompt, config) -> Sample:
   """The full sample of a bucketed prompt: images decoded, crops and feature layouts built."""
   record = prompt.record
   images = [to_rgb(s) if isinstance(s, Image.Image) else load_image(s) for s in record.images]
-  sample = build_sample(list(prompt.ids), sample_visuals(images, config), config, sample_id=f"sample {record.id}")
+  sample = build_sample(list(prompt.ids), inference_visuals(images, config), config, sample_id=f"sample {record.id}")
   if (sample.length, sample.num_crops) != (prompt.length, prompt.crops):
     raise RuntimeError(f"sample {record.id}: planned {prompt.length} tokens / {prompt.crops} crops from the image "
                        f"headers, built {sample.length} / {sample.num_crops}")

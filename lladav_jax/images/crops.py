@@ -6,6 +6,12 @@ Follows upstream LLaDA-V exactly:
   * several images in one sample: each padded to a square with the mean colour, one crop each;
   * video: every frame resized to a square crop.
 Crops are bicubic-resized uint8, then scaled to [-1, 1] (mean = std = 0.5), channels last.
+
+Training and inference differ where upstream's do. Training hands the model a list of per-image
+crop tensors, and a one-crop image gets the image-newline vector after its tokens (`KIND_SINGLE`).
+Upstream's evaluation turns several images (and one image whose aspect ratio is "pad" or
+"square") into one stacked tensor, which the model encodes without any newline (`KIND_PLAIN`):
+`sample_visuals` is the training rule, `inference_visuals` the evaluation rule.
 """
 
 import dataclasses
@@ -23,7 +29,8 @@ _STD = 0.5
 _PAD_COLOR = (int(_MEAN * 255),) * 3
 
 KIND_ANYRES = "anyres"  # base crop + grid tiles
-KIND_SINGLE = "single"  # one crop
+KIND_SINGLE = "single"  # one crop (training: an image newline follows with spatial_unpad)
+KIND_PLAIN = "plain"  # one crop encoded as it is (inference: never an image newline)
 KIND_VIDEO = "video"  # one crop per frame
 
 
@@ -129,6 +136,18 @@ def video_visual(frames: Sequence[Image.Image], config: LLaDAVConfig) -> Visual:
 
 
 def sample_visuals(images: Sequence[Image.Image], config: LLaDAVConfig) -> list[Visual]:
-  """The upstream rule for a sample's images: anyres for one image, square padding for several."""
+  """Upstream's training rule for a sample's images: anyres for one image, square padding for several."""
   multi = len(images) > 1
   return [image_visual(image, config, multi_image=multi) for image in images]
+
+
+def inference_visuals(images: Sequence[Image.Image], config: LLaDAVConfig) -> list[Visual]:
+  """Upstream's evaluation rule (lmms-eval llava_onevision_llada): one image with an anyres aspect
+  ratio as in training; several images padded to squares, one image padded ("pad") or resized
+  ("square"), each encoded as one plain crop of `num_patches` tokens."""
+  if len(images) == 1 and config.is_anyres:
+    return [anyres_visual(images[0], config)]
+  size = config.vision.image_size
+  pad = len(images) > 1 or config.image_aspect_ratio == "pad"
+  return [Visual(KIND_PLAIN, preprocess_crop(pad_to_square(image) if pad else image, size)[None], image.size)
+          for image in images]

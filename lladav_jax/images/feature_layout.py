@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from lladav_jax.images.crops import KIND_ANYRES, KIND_SINGLE, KIND_VIDEO, Visual
+from lladav_jax.images.crops import KIND_ANYRES, KIND_PLAIN, KIND_SINGLE, KIND_VIDEO, Visual
 from lladav_jax.model_config import LLaDAVConfig
 
 TAPS = 4  # bilinear interpolation reads 2x2 neighbours
@@ -171,6 +171,8 @@ def visual_layout(visual: Visual, config: LLaDAVConfig) -> FeatureLayout:
   newline = config.uses_image_newline
   if visual.kind == KIND_VIDEO:
     return video_layout(visual.num_crops, side, config.spatial_pool_mode, config.newline_position, newline)
+  if visual.kind == KIND_PLAIN:
+    return _crop_tokens(0, side)
   if config.patch_merge_type == "flat":
     return _concat(*[_crop_tokens(c, side) for c in range(visual.num_crops)])
   if visual.kind == KIND_SINGLE:

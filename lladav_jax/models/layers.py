@@ -1,5 +1,6 @@
 """Building blocks shared by the towers: partitioned dense/norm layers, RoPE, attention, remat."""
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -14,11 +15,14 @@ Dtype = jnp.dtype
 
 
 def dense(features: int, axes: tuple[str, str], *, name: str, use_bias: bool, dtype: Dtype,
-          param_dtype: Dtype, stddev: float = 0.02, kernel_init=None, bias_init=None) -> nn.Dense:
+          param_dtype: Dtype, stddev: float = 0.02, kernel_init=None, bias_init=None,
+          float32_output: bool = False) -> nn.Dense:
   """A Dense layer whose kernel [in, out] and bias [out] carry logical axis names.
 
   Default init: kernel normal(stddev) (LLaMA's), bias zeros; pass initializers to change them.
+  `float32_output`: the matmul accumulates and returns float32 whatever `dtype` its inputs have.
   """
+  dot_general = functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32) if float32_output else None
   return nn.Dense(
       features,
       use_bias=use_bias,
@@ -26,6 +30,7 @@ def dense(features: int, axes: tuple[str, str], *, name: str, use_bias: bool, dt
       param_dtype=param_dtype,
       kernel_init=nn.with_logical_partitioning(kernel_init or nn.initializers.normal(stddev), axes),
       bias_init=nn.with_logical_partitioning(bias_init or nn.initializers.zeros_init(), (axes[1],)),
+      dot_general=dot_general,
       name=name,
   )
 

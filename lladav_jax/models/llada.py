@@ -115,8 +115,9 @@ class LLaDAModel(nn.Module):
         remat_policy=self.compute.remat_policy, broadcast_args=3, per_layer_args=1, name="layers",
         collect_outputs=True, config=cfg, compute=self.compute)
     self.norm = layers.RMSNorm(eps=cfg.rms_norm_eps, dtype=dtype, param_dtype=pdt)
+    # float32 logits in every compute dtype: confidences near 1 and the loss need the precision.
     self.lm_head = layers.dense(cfg.vocab_size, (sharding.EMBED, sharding.VOCAB), name="lm_head", use_bias=False,
-                                dtype=dtype, param_dtype=pdt, stddev=cfg.initializer_range)
+                                dtype=dtype, param_dtype=pdt, stddev=cfg.initializer_range, float32_output=True)
 
   def embed(self, token_ids: jax.Array) -> jax.Array:
     """token_ids: int[B, L] -> [B, L, D]."""
@@ -140,7 +141,7 @@ class LLaDAModel(nn.Module):
     return layers.constrain(logits, (sharding.ACT_BATCH, sharding.ACT_LENGTH, sharding.ACT_VOCAB))
 
   def __call__(self, embeds: jax.Array, positions: jax.Array, mask: jax.Array | None) -> jax.Array:
-    """embeds [B, L, D] -> logits [B, L, V] (in the compute dtype)."""
+    """embeds [B, L, D] -> float32 logits [B, L, V]."""
     hidden, _ = self.hidden_states(embeds, positions, mask)
     return self.logits(hidden)
 

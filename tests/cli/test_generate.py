@@ -18,7 +18,7 @@ from lladav_jax.demo import tokenizer as demo_tokenizer
 from lladav_jax.diffusion.generation import generate
 from lladav_jax.diffusion.settings import SamplerSettings
 from lladav_jax.images import load_image
-from lladav_jax.images.crops import sample_visuals
+from lladav_jax.images.crops import inference_visuals
 from lladav_jax.models.compute import ComputeConfig
 from lladav_jax.models.lladav import LLaDAV
 from lladav_jax.samples import build_sample, collate, model_inputs
@@ -48,7 +48,7 @@ def checkpoint(tmp_path_factory):
 def _expected_answer(root, question: str) -> str:
   """The same decode through the library: upstream's prompt for one image, default settings."""
   tokenizer = Tokenizer.from_dir(root)
-  visuals = sample_visuals([load_image(root / "picture.png")], CONFIG)
+  visuals = inference_visuals([load_image(root / "picture.png")], CONFIG)
   sample = build_sample(build_prompt(tokenizer, question, 1), visuals, CONFIG)
   settings = SamplerSettings(gen_length=8, steps=8, block_length=4, stop_sequences=((CONFIG.tokens.eot,),),
                              vocab_limit=len(tokenizer))
@@ -97,3 +97,19 @@ def test_missing_image_and_prompt_are_reported(checkpoint):
     cli.main(["--checkpoint", str(checkpoint), "--image", "nowhere.png", "--prompt", "hi"])
   with pytest.raises(SystemExit):
     cli.main(["--checkpoint", str(checkpoint)])
+
+
+def test_several_images_take_upstreams_evaluation_layout(checkpoint, monkeypatch, capsys):
+  """As upstream's evaluation: `num_patches` features per image and no image newline."""
+  seen = []
+  original = cli.generate
+
+  def spy(model, params, samples, settings, **kw):
+    seen.extend(samples)
+    return original(model, params, samples, settings, **kw)
+  monkeypatch.setattr(cli, "generate", spy)
+  picture = str(checkpoint / "picture.png")
+  cli.main(["--checkpoint", str(checkpoint), "--image", picture, "--image", picture,
+            "--prompt", "Are they the same?", *SETTINGS])
+  (sample,) = seen
+  assert int(sample.image_mask.sum()) == 2 * CONFIG.vision.num_patches and sample.num_crops == 2

@@ -98,7 +98,7 @@ def test_bad_input_is_skipped_counted_and_logged(tmp_path, images, tokenizer):
   jsonl = tmp_path / "mix.jsonl"
   jsonl.write_text("\n".join(lines) + "\n")
   config = _config([SourceSpec(str(jsonl), image_folder=str(images))], batch_size=3, max_length=1600,
-                   rejects_dir=str(tmp_path / "rejects"))
+                   rejects_dir=str(tmp_path / "rejects"), empty_response="skip")
   batches, stats = _run(config, tokenizer)
   expected = dict.fromkeys(bad, 1)
   expected.update(malformed_json=1, image_corrupt=2)
@@ -116,9 +116,33 @@ def test_bad_input_is_skipped_counted_and_logged(tmp_path, images, tokenizer):
   assert all(e["source"] == str(jsonl) for e in log)
 
   skip, skip_stats = _run(_config([SourceSpec(str(jsonl), image_folder=str(images))], batch_size=3, max_length=1600,
-                                  overlong="skip"), tokenizer)
+                                  overlong="skip", empty_response="skip"), tokenizer)
   assert skip_stats["too_long"] == 2 and skip_stats["accepted"] == len(good) - 2 and skip_stats["truncated"] == 0
   assert sorted(i for b in skip for i in _ids_in(b, tokenizer)) == [0, 1, 2, 3, 4, 6]
+
+
+def test_empty_answers_and_captions_are_trained_on_unless_skipped(tmp_path, images, tokenizer):
+  """Upstream keeps them: the structural tokens (or the caption's separator) are their only targets."""
+  source = write_json(tmp_path / "empty.json", [_item(0, "img0.jpg"), conversation("item 1: Hi", "", record_id="r1"),
+                                                  conversation("item 2: Hi", " ", record_id="r2")])
+  batches, stats = _run(_config([SourceSpec(source, image_folder=str(images))], batch_size=3, padding="masked"),
+                        tokenizer)
+  assert stats["accepted"] == 3 and stats["no_response"] == 0
+  (batch,) = batches
+  assistant = tokenizer.token_to_id("assistant")
+  assert sorted(_ids_in(batch, tokenizer)) == [0, 1, 2]
+  for row in range(3):  # each answer's header and <|eot_id|> are targets, as upstream's preprocess_llada
+    supervised = batch["input_ids"][row][(batch["labels"][row] != IGNORE_LABEL) & (batch["segment_ids"][row] == 1)]
+    assert supervised[-1] == tokenizer.token_to_id("<|eot_id|>") and assistant in supervised.tolist()
+  _, skipped = _run(_config([SourceSpec(source, image_folder=str(images))], batch_size=3,
+                            empty_response="skip"), tokenizer)
+  assert skipped["accepted"] == 1 and skipped["no_response"] == 2
+
+  caption = write_json(tmp_path / "captions.json", [_item(3, "img1.jpg") | {"conversations": [
+      {"from": "human", "value": "<image>"}, {"from": "gpt", "value": ""}]}])
+  (batch,), stats = _run(_config([SourceSpec(caption, image_folder=str(images))], template="plain"), tokenizer)
+  supervised = batch["input_ids"][0][(batch["labels"][0] != IGNORE_LABEL) & (batch["segment_ids"][0] == 1)]
+  assert stats["accepted"] == 1 and supervised[:1].tolist() == tokenizer.encode("\n", add_special_tokens=False)
 
 
 def _text_dataset(tmp_path, n):
@@ -178,3 +202,17 @@ def test_a_run_where_everything_is_rejected_stops_with_a_clear_error(tmp_path, t
   with pytest.raises(DataError, match="7 records in a row were rejected .*image_missing.*image file not found"):
     next(it)
   it.close()
+
+
+def test_a_sample_left_without_targets_is_rejected(tmp_path, images, tokenizer):
+  """A cut that keeps the image and none of the caption leaves nothing to learn from."""
+  from lladav_jax.images import load_image
+  from lladav_jax.images.crops import image_visual
+  from lladav_jax.images.feature_layout import visual_layout
+  image_tokens = visual_layout(image_visual(load_image(images / "img0.jpg"), CONFIG), CONFIG).num_tokens
+  source = write_json(tmp_path / "captions.json", [_item(0, "img0.jpg") | {"conversations": [
+      {"from": "human", "value": "<image>"}, {"from": "gpt", "value": "A cat."}]}])
+  for max_length, accepted in ((image_tokens, 0), (image_tokens + 1, 1)):
+    _, stats = _run(_config([SourceSpec(source, image_folder=str(images))], template="plain",
+                            max_length=max_length), tokenizer)
+    assert stats["accepted"] == accepted and stats["no_targets"] == 1 - accepted

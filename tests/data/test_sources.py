@@ -129,7 +129,7 @@ def test_record_spellings_and_upstream_text_rules():
   assert [m.content for m in tagged] == ["Q /no_think", "A"]
 
 
-def test_llada_turns_reject_mismatched_images_and_missing_answers():
+def test_llada_turns_reject_mismatched_images_and_keep_empty_answers():
   def turns(obj):
     record = parse_record(json.dumps(obj), "r")
     return records.llada_turns(record, record.messages)
@@ -139,8 +139,17 @@ def test_llada_turns_reject_mismatched_images_and_missing_answers():
   assert e.value.reason == rejects.IMAGE_COUNT_MISMATCH
   with pytest.raises(RecordRejected, match="0 <image> placeholder\\(s\\) in the text but video"):
     turns({"video": "v.mp4", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "x"}]})
+  empty = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "  "}]}
+  assert [m.role for m in turns(empty)[1]] == ["user", "assistant"]  # kept, as upstream keeps it
   with pytest.raises(RecordRejected, match="no assistant message") as e:
-    turns({"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "  "}]})
+    record = parse_record(json.dumps(empty), "r")
+    records.llada_turns(record, record.messages, skip_empty=True)
+  assert e.value.reason == rejects.NO_RESPONSE
+  caption = parse_record(json.dumps({"conversations": [{"from": "human", "value": "<image>"},
+                                                       {"from": "gpt", "value": ""}], "image": "a.jpg"}), "r")
+  assert records.plain_pair(caption, caption.messages) == ("<image>", "")
+  with pytest.raises(RecordRejected, match="empty caption") as e:
+    records.plain_pair(caption, caption.messages, skip_empty=True)
   assert e.value.reason == rejects.NO_RESPONSE
   with pytest.raises(RecordRejected, match="plain format needs 2 messages"):
     records.plain_pair(parse_record(json.dumps({"conversations": [{"from": "human", "value": "<image>"}]}), "r"),

@@ -14,19 +14,19 @@ from tests.diffusion.reference import reference_decode
 PROMPT = [1, 7, 30, 31, 32, 9]
 
 
-def ours(sample, settings, seed=0):
-  answers, trace = generate(common.MODEL, common.params(), [sample], settings, seed=[seed])
+def ours(sample, settings, seed=0, params=None):
+  answers, trace = generate(common.MODEL, params or common.params(), [sample], settings, seed=[seed])
   return list(answers[0]), list(trace.commit_steps[0]), int(trace.num_steps[0]), bool(trace.stopped[0])
 
 
-def reference(sample, settings, seed=0):
-  oracle = common.Oracle(sample, common.params())
+def reference(sample, settings, seed=0, params=None):
+  oracle = common.Oracle(sample, params or common.params())
   return reference_decode(oracle, settings.resolve(common.CONFIG), jax.random.key(seed))
 
 
-def assert_same(sample, settings, seed=0):
-  got, steps, num_steps, _ = ours(sample, settings, seed)
-  ref = reference(sample, settings, seed)
+def assert_same(sample, settings, seed=0, params=None):
+  got, steps, num_steps, _ = ours(sample, settings, seed, params)
+  ref = reference(sample, settings, seed, params)
   assert got == ref.answer
   assert steps == ref.commit_steps
   assert num_steps == ref.num_steps
@@ -99,3 +99,58 @@ def test_special_tokens_are_suppressed_at_masked_positions():
   resolved = SamplerSettings().resolve(common.CONFIG)
   assert resolved.suppressed_ids == tuple(sorted((1, 2, 3, 4)))
   assert resolved.stop_sequences == ((common.TOKENS.eot,),)
+
+
+def mask_predicting_params(like: int = 49):
+  """The test model whose head predicts [MASK] wherever it would predict `like` (one of its usual
+  answers), a little more strongly."""
+  params = jax.tree_util.tree_map(lambda x: x, common.params())
+  head = params["params"]["language_model"]["lm_head"]["kernel"]
+  params["params"]["language_model"]["lm_head"]["kernel"] = head.at[:, common.TOKENS.mask].set(1.05 * head[:, like])
+  return params
+
+
+@pytest.mark.parametrize("settings", [
+    SamplerSettings(gen_length=16, steps=8, block_length=4, **NO_STOP),
+    SamplerSettings(gen_length=12, steps=6, block_length=6, temperature=0.7, **NO_STOP),
+    SamplerSettings(gen_length=12, steps=3, block_length=4, threshold=0.4, **NO_STOP),
+], ids=["blocks", "temperature", "threshold"])
+def test_a_committed_mask_id_is_predicted_again(settings):
+  params = mask_predicting_params()
+  sample = common.text_sample(PROMPT)
+  ref = assert_same(sample, settings, seed=5, params=params)
+  assert ref.mask_commits > 0  # the case happened: [MASK] was committed and stayed a mask
+  assert ref.earlier_block_commits > 0  # and such a mask was filled in a later block
+
+
+def confident_params(scale: float):
+  """The test model with its LM head scaled: most leads of 20-40 nats, where float32 log-probabilities
+  are exactly 0 and only float64 probabilities still order the positions."""
+  params = jax.tree_util.tree_map(lambda x: x, common.params())
+  head = params["params"]["language_model"]["lm_head"]["kernel"]
+  params["params"]["language_model"]["lm_head"]["kernel"] = head * scale
+  return params
+
+
+@pytest.mark.parametrize("scale", [8.0, 10.0])
+@pytest.mark.parametrize("settings", [
+    SamplerSettings(gen_length=16, steps=8, block_length=16, **NO_STOP),
+    SamplerSettings(gen_length=16, steps=4, block_length=8, **NO_STOP),
+    SamplerSettings(gen_length=16, steps=4, block_length=8, threshold=1 - 1e-9, **NO_STOP),
+], ids=["one_block", "blocks", "threshold"])
+def test_a_confident_model_commits_in_float64_order(scale, settings):
+  params = confident_params(scale)
+  sample = common.text_sample(PROMPT)
+  assert_same(sample, settings, params=params)
+  # The case can fail: at the first step, ranking by float32 log-probabilities (ties to the lower
+  # position) picks other positions than float64 probabilities do.
+  logits = common.Oracle(sample, params).logits([common.TOKENS.mask] * settings.gen_length)
+  logits = logits[:settings.block_length]  # the first block, with the suppressed ids at -inf
+  logits[:, list(settings.resolve(common.CONFIG).suppressed_ids)] = -np.inf
+  float32_log_p = np.asarray(jax.nn.log_softmax(logits.astype(np.float32), axis=-1)).max(axis=-1)
+  z = logits - logits.max(axis=-1, keepdims=True)
+  float64_p = 1.0 / np.exp(z).sum(axis=-1)
+  quota = settings.block_length * settings.num_blocks // settings.steps
+  by_float32 = sorted(range(len(z)), key=lambda j: (-float32_log_p[j], j))[:quota]
+  by_float64 = sorted(range(len(z)), key=lambda j: (-float64_p[j], j))[:quota]
+  assert by_float32 != by_float64

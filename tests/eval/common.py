@@ -18,7 +18,7 @@ from lladav_jax.demo import tokenizer as demo_tokenizer
 from lladav_jax.diffusion.generation import generate
 from lladav_jax.diffusion.settings import SamplerSettings
 from lladav_jax.images import load_image
-from lladav_jax.images.crops import sample_visuals
+from lladav_jax.images.crops import inference_visuals
 from lladav_jax.images.loading import to_rgb
 from lladav_jax.models.lladav import LLaDAV
 from lladav_jax.samples import build_sample, collate, model_inputs
@@ -54,8 +54,9 @@ def reference_answer(model, params, tokenizer, question, images, gen, steps, blo
   """Upstream's decode of one sample: the lmms-eval wrapper's prompt, stops in its order, the vocabulary
   of the tokenizer, and its clean-up of the text (special tokens skipped, one final "." dropped)."""
   ids = build_prompt(tokenizer, question, len(images), think=think if images else None)
-  sample = build_sample(ids, sample_visuals([to_rgb(b) if isinstance(b, Image.Image) else load_image(b) for b in images],
-                                         model.config), model.config)
+  # Upstream's evaluation layout (tests/unit/test_inference_layout.py re-states its branches).
+  sample = build_sample(ids, inference_visuals([to_rgb(b) if isinstance(b, Image.Image) else load_image(b)
+                                                for b in images], model.config), model.config)
   stop_ids = tuple(tuple(tokenizer.encode(s, add_special_tokens=False)) for s in stops) + ((model.config.tokens.eot,),)
   settings = SamplerSettings(gen_length=gen, steps=steps, block_length=block, stop_sequences=stop_ids,
                              stop_order="upstream", vocab_limit=len(tokenizer))

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from lladav_jax.eval import evaluate, get_task, runner, task_settings
+from lladav_jax.eval import bucketing, evaluate, get_task, runner, task_settings
 from lladav_jax.eval.tasks.base import Decoding, Record
 from tests.eval import common
 
@@ -92,3 +92,17 @@ def test_unreadable_images_are_reported_by_sample_id(setup):
   assert "cannot decode image" in failed["truncated"] and "cannot identify image file" in failed["garbage"]
   assert result.summary["num_scored"] == 1 and "prediction" in result.samples[0]
   json.dumps(result.summary)  # JSON-ready
+
+
+def test_several_images_take_upstreams_evaluation_layout(setup):
+  """Upstream's evaluation stacks several images into one 4-D tensor: `num_patches` features each and
+  no image newline (its training path, a list, appends the newline)."""
+  model, _, tokenizer = setup
+  config = model.config
+  images = (common.png_bytes(40, 24, seed=1), common.png_bytes(24, 24, seed=2))
+  record = Record(0, "two", "Which is larger?", images, ["A"], {"metric": "exact_match", "options": None,
+                                                                 "category": None})
+  prompt = bucketing.probe(record, tokenizer, config, think=None)
+  sample = runner.realize(prompt, config)
+  assert int(sample.image_mask.sum()) == 2 * config.vision.num_patches
+  assert sample.num_crops == 2

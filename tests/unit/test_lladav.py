@@ -113,11 +113,26 @@ def test_text_only_batch_needs_no_crops():
   np.testing.assert_allclose(out[0, :3], with_crops[0, :3], atol=ATOL)
 
 
-def test_bfloat16_compute_stays_close_to_float32():
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_compute_stays_close_to_float32(dtype):
   a = _sample([4, IMG, 5], [(384, 384)])
   batch = collate([[a]], a.length, 2, CONFIG)
   full = _logits(batch)
-  half = _logits(batch, dataclasses.replace(tiny.F32, dtype="bfloat16"))
-  assert half.dtype == jnp.bfloat16
+  half = _logits(batch, dataclasses.replace(tiny.F32, dtype=dtype, param_dtype=dtype))
   scale = np.abs(full).max()
-  assert np.abs(half.astype(np.float32) - full).max() < 0.05 * scale
+  assert np.abs(half - full).max() < 0.05 * scale
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_lm_head_gives_float32_logits_in_half_precision(dtype):
+  """The head's products are summed and returned in float32, as upstream's autocast gives float32
+  logits: rounding them to the compute dtype would cost 3 (float16) to 8 (bfloat16) bits."""
+  compute = dataclasses.replace(tiny.F32, dtype=dtype, param_dtype=dtype)
+  model = LLaDAV(CONFIG, compute)
+  params = jax.tree_util.tree_map(lambda x: x.astype(dtype), _params(True))
+  hidden = jax.random.normal(jax.random.key(3), (1, 6, CONFIG.text.hidden_size), dtype)
+  logits = model.apply(params, hidden, method=lambda m, h: m.language_model.logits(h))
+  assert logits.dtype == jnp.float32
+  kernel = np.asarray(params["params"]["language_model"]["lm_head"]["kernel"], np.float64)
+  exact = np.asarray(hidden, np.float64) @ kernel
+  np.testing.assert_allclose(np.asarray(logits), exact, rtol=1e-5, atol=1e-5 * np.abs(exact).max())
