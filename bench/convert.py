@@ -4,12 +4,14 @@ The checkpoint is generated into a temporary directory (deleted at the end). Eac
 fresh interpreter that takes its resident memory after imports as the baseline, resets the
 kernel's peak counter (VmHWM) and reports the peak above the baseline:
 
-  naive   load every shard whole (safetensors.numpy.load_file), build the tree, orbax-save it
-  import  python -m tools.convert_weights import: safetensors -> orbax, streamed
-  export  python -m tools.convert_weights export: orbax -> safetensors, streamed
+  naive       load every shard whole (safetensors.numpy.load_file), build the tree, orbax-save it
+  import      python -m tools.convert_weights import: safetensors -> orbax, streamed
+  import-bin  the same from the same weights as PyTorch .bin shards (written with torch.save)
+  export      python -m tools.convert_weights export: orbax -> safetensors, streamed
 
-Printed side by side: peak RSS above baseline / checkpoint size (target for import and export:
-<= 1.25), and MB/s of checkpoint converted. Usage: python bench/convert.py [--text-layers 16]
+Printed side by side: peak RSS above baseline / checkpoint size (target for import, import-bin
+and export: <= 1.25), and MB/s of checkpoint converted. The .bin copy needs torch (a test
+requirement) only to be written; the conversion reads it without torch. Usage: python bench/convert.py [--text-layers 16]
 """
 
 import argparse
@@ -37,10 +39,13 @@ def _status_kb(field: str) -> int:
 
 def synthetic_config(text_layers: int):
   from lladav_jax.model_config import LLaDAConfig, LLaDAVConfig, ProjectorConfig, SiglipConfig
+  from lladav_jax.tokens import TokenIds
   text = LLaDAConfig(vocab_size=32000, hidden_size=1536, intermediate_size=4608, num_hidden_layers=text_layers,
                      num_attention_heads=12, num_key_value_heads=12)
   vision = SiglipConfig(hidden_size=384, intermediate_size=1536, num_hidden_layers=7, num_attention_heads=6)
-  return LLaDAVConfig(text=text, vision=vision, projector=ProjectorConfig("mlp2x_gelu", 384, 1536), max_length=8192)
+  tokens = TokenIds(bos=31990, eos=31991, mask=31995, start_header=31992, end_header=31993, eot=31994)  # in the vocab
+  return LLaDAVConfig(text=text, vision=vision, projector=ProjectorConfig("mlp2x_gelu", 384, 1536), max_length=8192,
+                      tokens=tokens)
 
 
 def generate(directory: pathlib.Path, text_layers: int, shard_bytes: int = 300 * 10**6) -> tuple[int, int, int]:
@@ -79,6 +84,27 @@ def generate(directory: pathlib.Path, text_layers: int, shard_bytes: int = 300 *
   return total, count, len(names)
 
 
+def write_bin_copy(src: pathlib.Path, directory: pathlib.Path) -> None:
+  """The safetensors shards of `src` as pytorch_model-0000i-of-0000N.bin + pytorch_model.bin.index.json."""
+  import numpy as np
+  import torch
+  from safetensors.numpy import load_file
+
+  directory.mkdir(parents=True)
+  files = sorted(src.glob("*.safetensors"))
+  weight_map = {}
+  for i, file in enumerate(files):
+    name = f"pytorch_model-{i + 1:05d}-of-{len(files):05d}.bin"
+    shard = {k: torch.from_numpy(v.view(np.int16)).view(torch.bfloat16) for k, v in load_file(str(file)).items()}
+    torch.save(shard, directory / name)
+    weight_map.update({k: name for k in shard})
+    del shard
+  total = json.loads((src / "model.safetensors.index.json").read_text())["metadata"]["total_size"]
+  (directory / "pytorch_model.bin.index.json").write_text(
+      json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
+  shutil.copy(src / "config.json", directory / "config.json")
+
+
 def naive(src: pathlib.Path, out: pathlib.Path) -> None:
   """What a converter without streaming does: everything in memory at once."""
   import orbax.checkpoint as ocp
@@ -107,7 +133,7 @@ def child(step: str, src: str, out: str) -> None:
   except OSError:
     reset = False
   start = time.perf_counter()
-  if step == "import":
+  if step in ("import", "import-bin"):
     convert.import_lladav(src, out, progress=False)
   elif step == "export":
     convert.export(src, out, progress=False)
@@ -141,17 +167,22 @@ def main() -> None:
           f"(text {args.text_layers} layers x 1536, vision 6 of 7 layers x 384)")
     if size < 10**9:
       print("warning: below 1 GB; raise --text-layers")
+    write_bin_copy(root / "hf", root / "hf_bin")
+    bin_size = sum(f.stat().st_size for f in (root / "hf_bin").glob("*.bin"))
+    print(f"the same weights as PyTorch .bin shards: {bin_size / 1e9:.2f} GB")
     steps = [("naive", root / "hf", root / "naive"), ("import", root / "hf", root / "ckpt"),
-             ("export", root / "ckpt", root / "exported")]
-    print(f"{'step':<8}{'peak RSS above baseline':>26}{'/ checkpoint':>14}{'throughput':>14}")
+             ("import-bin", root / "hf_bin", root / "ckpt_bin"), ("export", root / "ckpt", root / "exported")]
+    print(f"{'step':<12}{'peak RSS above baseline':>26}{'/ checkpoint':>14}{'throughput':>14}")
     ratios = {}
     for step, src, out in steps:
       r = run_step(step, src, out)
       above = (r["peak_kb"] - r["baseline_kb"]) * 1024
       ratios[step] = above / size
       note = "" if r["reset"] else "  (peak not resettable: includes imports)"
-      print(f"{step:<8}{above / 1e9:>23.2f} GB{ratios[step]:>13.2f}x{size / 1e6 / r['seconds']:>9.0f} MB/s{note}")
-    for step in ("import", "export"):
+      print(f"{step:<12}{above / 1e9:>23.2f} GB{ratios[step]:>13.2f}x{size / 1e6 / r['seconds']:>9.0f} MB/s{note}")
+      if step in ("naive", "import-bin"):  # not needed by a later step: free the disk
+        shutil.rmtree(out, ignore_errors=True)
+    for step in ("import", "import-bin", "export"):
       verdict = "ok" if ratios[step] <= TARGET else "OVER TARGET"
       print(f"{step}: peak / checkpoint = {ratios[step]:.2f} (target <= {TARGET}): {verdict}; "
             f"{ratios['naive'] / max(ratios[step], 1e-9):.1f}x less than naive")

@@ -8,8 +8,8 @@ training workdir.
 LLaDA-V (`llava_llada`) Hugging Face directory, converted on the fly, or a training workdir
 (`python -m lladav_jax.train`: its latest checkpoint's params). With a mesh, every array
 is created directly in the sharding that the model's logical axis names and `rules` give it, and
-each process reads only the parts its devices hold (orbax chunks, or safetensors slices). Without
-one, arrays land on the first local device.
+each process reads only the parts its devices hold (orbax chunks, or slices of the safetensors or
+PyTorch .bin tensors). Without one, arrays land on the first local device.
 """
 
 import pathlib
@@ -128,4 +128,4 @@ def load_pretrained(path: str | pathlib.Path, *, scan_layers: bool = True, dtype
   if workdir.has_checkpoints(str(path)):
     raise ValueError(f"{path}: a training workdir without {workdir.INFO_FILE} (written when training starts)")
   raise ValueError(f"{path}: neither a converted checkpoint ({checkpoint_dir.INFO_FILE}) nor a Hugging Face "
-                   f"directory ({layouts.CONFIG_FILE} + *.safetensors)")
+                   f"directory ({layouts.CONFIG_FILE} + *.safetensors or pytorch_model*.bin)")

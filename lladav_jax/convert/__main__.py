@@ -29,18 +29,22 @@ def build_parser() -> argparse.ArgumentParser:
   commands = parser.add_subparsers(dest="command", required=True)
 
   p = commands.add_parser("import", help="LLaDA-V Hugging Face checkpoint -> orbax checkpoint")
-  p.add_argument("src", help="directory with config.json (model_type llava_llada) and *.safetensors")
+  p.add_argument("src", help="directory with config.json (model_type llava_llada) and the weights "
+                             "(*.safetensors or pytorch_model*.bin, sharded with an index or not)")
   p.add_argument("out", nargs="?", help="new output directory (not needed with --dry-run)")
   p.add_argument("--vision-config", help="config.json of the vision tower, when mm_vision_tower names a tower "
                                          "that is neither local nor known")
   _common(p)
 
-  p = commands.add_parser("assemble", help="LLaDA-8B + SigLIP -> stage-1 orbax checkpoint")
+  p = commands.add_parser("assemble", help="LLaDA-8B + SigLIP (+ a stage-1 projector) -> stage-1 (stage-2) "
+                                           "orbax checkpoint")
   p.add_argument("--llada", required=True, help="LLaDA-8B directory (original or LLaMA-style layout)")
   p.add_argument("--siglip", required=True, help="SigLIP(2) directory (SiglipModel or SiglipVisionModel)")
   p.add_argument("out", nargs="?", help="new output directory (not needed with --dry-run)")
   p.add_argument("--lladav-config", help="a llava_llada config.json whose LLaDA-V settings to use "
                                          "(default: the published anyres_max_4 / spatial_unpad settings)")
+  p.add_argument("--projector", help="a stage-1 run's projector: upstream's mm_projector.bin (or the directory "
+                                     "holding it); the output is then ready for stage 2")
   p.add_argument("--seed", type=int, default=0, help="seed of the fresh projector and image-newline")
   p.add_argument("--vision-tower-name", help="mm_vision_tower written to config.json (default: the SigLIP path)")
   _common(p)
@@ -66,7 +70,8 @@ def run(argv: list[str] | None = None) -> int:
       result = operations.import_lladav(args.src, args.out, dtype=args.dtype, scan=args.scan,
                                      vision_config=args.vision_config, dry_run=args.dry_run, progress=progress)
     elif args.command == "assemble":
-      result = operations.assemble(args.llada, args.siglip, args.out, lladav_config=args.lladav_config, seed=args.seed,
+      result = operations.assemble(args.llada, args.siglip, args.out, projector=args.projector,
+                                lladav_config=args.lladav_config, seed=args.seed,
                                 dtype=args.dtype, scan=args.scan, vision_tower_name=args.vision_tower_name,
                                 dry_run=args.dry_run, progress=progress)
     else:

@@ -16,7 +16,8 @@ from flax import traverse_util
 from lladav_jax.convert import key_map
 from lladav_jax.convert.layouts import Part
 from lladav_jax.convert.problems import ConversionError
-from lladav_jax.convert.safetensors_stream import DTYPES, WEIGHT_DTYPES, SafetensorsDir
+from lladav_jax.convert.dtypes import DTYPES, WEIGHT_DTYPES
+from lladav_jax.convert.tensor_dir import TensorDir
 from lladav_jax.model_config import LLaDAVConfig
 from lladav_jax.models.compute import ComputeConfig
 from lladav_jax.models.lladav import LLaDAV, abstract_params
@@ -86,7 +87,7 @@ def _position_hint(key: str, got: tuple[int, ...], want: tuple[int, ...]) -> str
           f"{want[0] + 1} would come from another model), and width {want[1]}")
 
 
-def _read_slice(entry: key_map.Entry, reader: SafetensorsDir, index: tuple, dtype) -> np.ndarray:
+def _read_slice(entry: key_map.Entry, reader: TensorDir, index: tuple, dtype) -> np.ndarray:
   """The part `index` of an entry's leaf, reading only that part of each HF tensor."""
   def read(key, layer_index):
     value = key_map.TO_FLAX[entry.transform](reader.read_slice(key, key_map.hf_index(entry.transform, layer_index)))

@@ -7,6 +7,10 @@
   `d_model`, `n_heads`, ...) or the LLaMA-style renamed one (`model.layers.N.mlp.gate_proj`).
 - SigLIP / SigLIP2 fixed-resolution (`vision_model.` keys, or none for transformers 5's
   SiglipVisionModel.save_pretrained); the text tower and the pooling head are ignored.
+- A stage-1 projector: upstream's `mm_projector.bin` (`model.mm_projector.{0,2}.*`, any prefix
+  before `mm_projector.`), maybe with the image-newline vector under the same prefix.
+
+Every directory is read through tensor_dir.TensorDir: safetensors or PyTorch `.bin` files alike.
 """
 
 import dataclasses
@@ -17,7 +21,7 @@ from typing import Any, Callable, Mapping
 
 from lladav_jax.convert import key_map
 from lladav_jax.convert.problems import ConversionError
-from lladav_jax.convert.safetensors_stream import SafetensorsDir
+from lladav_jax.convert.tensor_dir import TensorDir
 from lladav_jax.model_config import LLaDAConfig, LLaDAVConfig, SiglipConfig
 from lladav_jax.tokens import TokenIds
 
@@ -29,7 +33,7 @@ class Part:
   """One checkpoint directory and the parameters it provides."""
 
   name: str  # for messages: "LLaDA-V", "LLaDA", "SigLIP"
-  reader: SafetensorsDir
+  reader: TensorDir
   entries: list[key_map.Entry]
   # Why a key that no entry uses may be skipped (None: it is unexpected, which is an error).
   skip_reason: Callable[[str], str | None] = lambda key: None
@@ -129,7 +133,7 @@ def _rotary_skip_reason(key: str) -> str | None:
 
 def llada_part(directory, config: LLaDAConfig, *, scan: bool) -> Part:
   """The language tower from a LLaDA-8B directory, in whichever layout its tensors use."""
-  reader = SafetensorsDir(directory)
+  reader = TensorDir(directory)
   original = any(k.startswith("model.transformer.") for k in reader.tensors)
   if original:
     entries = key_map.llada_original_entries(config, scan=scan, flax_prefix=("language_model",))
@@ -173,7 +177,7 @@ def _vision_skip_reason(key: str, prefix: str, config: LLaDAVConfig) -> str | No
 
 def siglip_part(directory, config: LLaDAVConfig, *, scan: bool) -> Part:
   """The vision tower from a SigLIP directory (a full SiglipModel or a SiglipVisionModel)."""
-  reader = SafetensorsDir(directory)
+  reader = TensorDir(directory)
   prefix = "vision_model." if any(k.startswith("vision_model.") for k in reader.tensors) else ""
   entries = key_map.siglip_entries(config.vision, num_layers=config.vision_feature_depth, scan=scan,
                                    hf_prefix=prefix, flax_prefix=("vision_tower",))
@@ -183,6 +187,43 @@ def siglip_part(directory, config: LLaDAVConfig, *, scan: bool) -> Part:
       return "SigLIP text tower: LLaDA-V does not use it"
     return _vision_skip_reason(key, prefix, config)
   return Part("SigLIP", reader, entries, skip_reason)
+
+
+# ---------------------------------------------------------------------------------------------
+# A stage-1 projector
+
+PROJECTOR_FILE = "mm_projector.bin"
+
+
+def projector_file(path) -> pathlib.Path:
+  """The projector weights a --projector path names: a file, or a directory holding mm_projector.bin."""
+  path = pathlib.Path(path)
+  return path / PROJECTOR_FILE if path.is_dir() and (path / PROJECTOR_FILE).is_file() else path
+
+
+def projector_part(path, config: LLaDAVConfig) -> Part:
+  """The projector trained in stage 1, as upstream saves it (llava_trainer._save_checkpoint and
+  train.safe_save_model_for_hf_trainer: `torch.save` of the parameters whose names contain
+  `mm_projector`, i.e. `model.mm_projector.0.weight`, ...). Upstream loads it back by the part after
+  `mm_projector.` (llava_arch.get_w), so any prefix is accepted here too. An `image_newline` under the
+  same prefix is taken along; upstream's stage 1 has none (its merge type is `flat`)."""
+  path = projector_file(path)
+  reader = TensorDir(path)
+  prefixes = sorted({key[:key.index("mm_projector.")] for key in reader.tensors if "mm_projector." in key})
+  if len(prefixes) > 1:
+    reader.problems.append(f"{path}: projector tensors under several prefixes ({', '.join(map(repr, prefixes))})")
+  prefix = prefixes[0] if prefixes else key_map.LLADAV_TEXT_PREFIX
+  entries = key_map.projector_entries(config.projector, hf_prefix=f"{prefix}mm_projector.")
+  if f"{prefix}image_newline" in reader.tensors:
+    entries.append(key_map.Entry(("image_newline",), (f"{prefix}image_newline",), "identity"))
+  stage1_config = reader.directory / CONFIG_FILE
+  if stage1_config.is_file():  # upstream's stage 1 saves its config.json next to mm_projector.bin
+    stage1_type = read_json(stage1_config).get("mm_projector_type")
+    if stage1_type is not None and stage1_type != config.projector.projector_type:
+      reader.problems.append(f"{stage1_config}: mm_projector_type {stage1_type!r} in stage 1, but the assembled "
+                             f"model's is {config.projector.projector_type!r} (give --lladav-config a config "
+                             "with the stage-1 projector type)")
+  return Part("projector", reader, entries)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,7 +259,7 @@ def tokenizer_token_ids(directory) -> TokenIds | None:
 
 
 def lladav_part(directory, config: LLaDAVConfig, *, scan: bool) -> Part:
-  reader = SafetensorsDir(directory)
+  reader = TensorDir(directory)
   entries = key_map.lladav_entries(config, scan=scan)
   optional = {}
   if not config.uses_image_newline:

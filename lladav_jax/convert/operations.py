@@ -2,7 +2,8 @@
 
 - `import_lladav`: a LLaDA-V Hugging Face checkpoint -> our orbax checkpoint.
 - `assemble`: LLaDA-8B (either layout) + SigLIP -> a stage-1 initialisation (projector and
-  image-newline freshly initialised from a seed, as upstream does before stage 1).
+  image-newline freshly initialised from a seed, as upstream does before stage 1); with a stage-1
+  projector (upstream's mm_projector.bin) -> a stage-2 initialisation.
 - `export`: our checkpoint -> the LLaDA-V Hugging Face layout.
 
 Each validates everything first (raising one ConversionError that lists every problem), then
@@ -26,8 +27,9 @@ from lladav_jax.convert import checkpoint_dir, key_map, layouts, orbax_io, repor
 from lladav_jax.convert.conversion_plan import (ConversionPlan, Leaf, build_conversion_plan, model_shapes,
                                                 stored_tree_problems)
 from lladav_jax.convert.problems import ConversionError
-from lladav_jax.convert.safetensors_stream import DTYPES as ST_DTYPES
-from lladav_jax.convert.safetensors_stream import dtype_name, write_shards
+from lladav_jax.convert.dtypes import DTYPES as ST_DTYPES
+from lladav_jax.convert.dtypes import dtype_name
+from lladav_jax.convert.safetensors_stream import write_shards
 from lladav_jax.model_config import LLaDAVConfig, ProjectorConfig
 from lladav_jax.models import compute
 from lladav_jax.tokens import TokenIds
@@ -165,11 +167,15 @@ def _assembled_config(text, vision, llada_dir: pathlib.Path, siglip_dir: pathlib
   return base, base_json
 
 
-def assemble(llada, siglip, out=None, *, lladav_config=None, seed: int = 0, dtype: str | None = None,
-             scan: bool = True, vision_tower_name: str | None = None, dry_run: bool = False,
-             progress: bool = True) -> Result:
-  """LLaDA-8B + SigLIP -> a stage-1 LLaDA-V initialisation at `out`.
+def assemble(llada, siglip, out=None, *, projector=None, lladav_config=None, seed: int = 0,
+             dtype: str | None = None, scan: bool = True, vision_tower_name: str | None = None,
+             dry_run: bool = False, progress: bool = True) -> Result:
+  """LLaDA-8B + SigLIP -> a stage-1 LLaDA-V initialisation at `out`; with `projector` (a stage-1
+  run's mm_projector.bin, or its directory) -> a stage-2 initialisation.
 
+  Without `projector`, the projector and image-newline are seeded as upstream initialises them
+  before stage 1. With it, the projector comes from the file, and the image-newline too when the
+  file holds one; otherwise it is seeded, as upstream's stage 2 creates it (stage 1 has none).
   The LLaDA-V settings (anyres, merge type, ...) are the published ones unless `lladav_config`
   (a llava_llada config.json) is given; the tower dims always come from the two checkpoints.
   """
@@ -179,19 +185,31 @@ def assemble(llada, siglip, out=None, *, lladav_config=None, seed: int = 0, dtyp
   config, base_json = _assembled_config(text, vision, llada, siglip, lladav_config, vision_tower_name)
   shapes = model_shapes(config, scan)
   parts = [layouts.llada_part(llada, config.text, scan=scan), layouts.siglip_part(siglip, config, scan=scan)]
-  plan = build_conversion_plan(f"assemble {llada} + {siglip}", parts, shapes, _dtype(dtype),
-                               extra_leaves=initial_leaves(config, shapes, seed, _dtype(dtype)),
-                               notes=[f"mm_projector and image_newline are freshly initialised (seed {seed})"])
+  what = f"assemble {llada} + {siglip}"
+  source = {"kind": "assemble", "llada": str(llada.resolve()), "llada_layout": parts[0].name,
+            "siglip": str(siglip.resolve()), "seed": seed}
+  fresh = initial_leaves(config, shapes, seed, _dtype(dtype))
+  if projector is None:
+    notes = [f"mm_projector and image_newline are freshly initialised (seed {seed})"]
+  else:
+    file = layouts.projector_file(projector)
+    parts.append(layouts.projector_part(file, config))
+    provided = {entry.path for entry in parts[-1].entries}
+    fresh = [leaf for leaf in fresh if leaf.path not in provided]
+    what += f" + {file}"
+    source["projector"] = str(file.resolve())
+    notes = [f"mm_projector from the stage-1 projector {file}"]
+    notes.append(f"image_newline from {file}" if ("image_newline",) in provided else
+                 f"image_newline is freshly initialised (seed {seed}), as upstream's stage 2 does")
+  plan = build_conversion_plan(what, parts, shapes, _dtype(dtype), extra_leaves=fresh, notes=notes)
   if dry_run:
     return Result(None, report.mapping_table(plan), time.monotonic() - start, plan)
   out = pathlib.Path(out)
-  source = {"kind": "assemble", "llada": str(llada.resolve()), "llada_layout": parts[0].name,
-            "siglip": str(siglip.resolve()), "seed": seed}
   _write_checkpoint(out, layouts.merged_config_json(base_json, config), plan, scan=scan, source=source,
                     tokenizer_from=llada, progress=progress)
   seconds = time.monotonic() - start
-  return Result(out, report.summary(f"assembled {llada} + {siglip} -> {out} (scan_layers={scan})", plan, seconds),
-                seconds, plan)
+  title = f"assembled {llada} + {siglip}{f' + {file}' if projector is not None else ''} -> {out}"
+  return Result(out, report.summary(f"{title} (scan_layers={scan})", plan, seconds), seconds, plan)
 
 
 def _export_specs(config: LLaDAVConfig, scan: bool, stored: dict, dtype) -> tuple[list, list]:

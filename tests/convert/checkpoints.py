@@ -4,7 +4,8 @@ The language tower is transformers' Llama with random weights; its state dict is
 LLaDA layout here, by a table written from the published key lists (not with the code under test).
 The vision tower is transformers' SiglipVisionModel / SiglipModel saved by transformers itself. The
 LLaDA-V layout is assembled the way upstream saves it (vision tower with its last layer deleted).
-Shards are written with safetensors' own numpy writer plus a hand-written index.
+Shards are written with safetensors' own numpy writer, or with torch.save as PyTorch `.bin` files
+(transformers' names: pytorch_model-0000i-of-0000N.bin), plus a hand-written index.
 """
 
 import json
@@ -78,19 +79,33 @@ TOKENIZER_FILES = {"tokenizer_config.json": '{"model_max_length": 4096}',
                    "tokenizer.json": tiny.tokenizer_json()}
 
 
-def write_sharded(directory: pathlib.Path, state: dict[str, np.ndarray], config: dict, shards: int = 2) -> None:
-  """Writes a checkpoint as HF does: shards + model.safetensors.index.json + config.json."""
+def to_torch(value: np.ndarray) -> torch.Tensor:
+  """A numpy array as a torch tensor of the same dtype (bfloat16 through its bits)."""
+  if value.dtype == ml_dtypes.bfloat16:
+    return torch.from_numpy(np.ascontiguousarray(value).view(np.int16)).view(torch.bfloat16)
+  return torch.from_numpy(np.ascontiguousarray(value))
+
+
+def write_sharded(directory: pathlib.Path, state: dict[str, np.ndarray], config: dict, shards: int = 2,
+                  fmt: str = "safetensors") -> None:
+  """Writes a checkpoint as HF does: shards + their index + config.json; `fmt` "bin" writes them
+  with torch.save (pytorch_model-0000i-of-0000N.bin + pytorch_model.bin.index.json)."""
   directory.mkdir(parents=True, exist_ok=True)
   keys = sorted(state)
   weight_map = {}
   for i in range(shards):
-    name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
     members = keys[i::shards]
-    save_file({k: np.ascontiguousarray(state[k]) for k in members}, str(directory / name), metadata={"format": "pt"})
+    if fmt == "bin":
+      name = f"pytorch_model-{i + 1:05d}-of-{shards:05d}.bin"
+      torch.save({k: to_torch(state[k]) for k in members}, directory / name)
+    else:
+      name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+      save_file({k: np.ascontiguousarray(state[k]) for k in members}, str(directory / name),
+                metadata={"format": "pt"})
     weight_map.update({k: name for k in members})
   total = sum(v.nbytes for v in state.values())
-  (directory / "model.safetensors.index.json").write_text(
-      json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
+  index = "pytorch_model.bin.index.json" if fmt == "bin" else "model.safetensors.index.json"
+  (directory / index).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
   (directory / "config.json").write_text(json.dumps(config))
   for name, text in TOKENIZER_FILES.items():
     (directory / name).write_text(text)
@@ -142,9 +157,10 @@ def tiny_siglip_config_json() -> dict:
           "hidden_act": "gelu_pytorch_tanh", "num_channels": 3}
 
 
-def write_lladav(directory: pathlib.Path, state: dict[str, np.ndarray], shards: int = 3, **config_overrides):
+def write_lladav(directory: pathlib.Path, state: dict[str, np.ndarray], shards: int = 3, fmt: str = "safetensors",
+                 **config_overrides):
   """A LLaDA-V checkpoint whose mm_vision_tower is a local directory with the tower's config.json."""
   tower = write_vision_tower_config(directory.parent / f"{directory.name}-tower")
   config = {**LLADAV_CONFIG_JSON, "mm_vision_tower": str(tower), **config_overrides}
-  write_sharded(directory, state, config, shards)
+  write_sharded(directory, state, config, shards, fmt)
   return directory

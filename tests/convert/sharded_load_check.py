@@ -14,7 +14,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from lladav_jax import load_pretrained, sharding
-from lladav_jax.convert.safetensors_stream import SafetensorsDir
+from lladav_jax.convert.tensor_dir import TensorDir
 from lladav_jax.models.lladav import LLaDAV
 from lladav_jax.samples import abstract_inputs
 from tests import tiny
@@ -69,7 +69,7 @@ def main(ckpt: str, hf: str, process_id: int = 0, num_processes: int = 1, port: 
 
   # From the Hugging Face directory: only slices, and only of this process's devices' parts.
   reads = []
-  original = SafetensorsDir.read_slice
+  original = TensorDir.read_slice
 
   def recording_read_slice(self, key, index):
     reads.append((key, index))
@@ -77,9 +77,9 @@ def main(ckpt: str, hf: str, process_id: int = 0, num_processes: int = 1, port: 
 
   def no_whole_reads(self, key):
     raise AssertionError(f"{key} was read whole")
-  SafetensorsDir.read_slice, SafetensorsDir.read = recording_read_slice, no_whole_reads
+  TensorDir.read_slice, TensorDir.read = recording_read_slice, no_whole_reads
   params = load_pretrained(hf, mesh=mesh, rules=RULES).params
-  _check(params, expected, host, "safetensors")
+  _check(params, expected, host, hf)
   q = "model.layers.1.self_attn.q_proj.weight"  # HF [out, in]; flax kernel [layers, in, out]
   kernel = params["language_model"]["layers"]["self_attn"]["q_proj"]["kernel"]
   q_reads = [_bounds(index[::-1], kernel.shape[1:]) for key, index in reads if key == q]

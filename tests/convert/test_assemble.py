@@ -15,6 +15,7 @@ from lladav_jax import load_pretrained
 from lladav_jax.convert import __main__ as cli
 from lladav_jax.convert import layouts
 from lladav_jax.convert import operations as convert
+from lladav_jax.convert.problems import ConversionError
 from lladav_jax.model_config import LLaDAConfig
 from lladav_jax.models.lladav import LLaDAV
 from lladav_jax.models.siglip import SiglipVisionTower
@@ -171,4 +172,73 @@ def test_lladav_config_whose_text_dims_disagree_is_refused(tmp_path):
   wrong.write_text(json.dumps(dict(checkpoints.LLADAV_CONFIG_JSON, intermediate_size=64, mm_vision_tower="x")))
   with pytest.raises(ValueError, match="intermediate_size: 64 in lladav_config.json, 48 in the LLaDA config"):
     convert.assemble(tmp_path / "llada", tmp_path / "siglip", tmp_path / "out", lladav_config=wrong, progress=False)
+  assert not (tmp_path / "out").exists()
+
+
+def _stage1_run(directory, projector, *, prefix="model.", newline=None, **config):
+  """What upstream's stage 1 leaves: config.json and torch.save of the projector's named parameters."""
+  directory.mkdir(parents=True)
+  weights = {k: torch.from_numpy(v) for k, v in tiny.state_dict_numpy(projector, f"{prefix}mm_projector.").items()}
+  if newline is not None:
+    weights[f"{prefix}image_newline"] = torch.from_numpy(newline)
+  torch.save(weights, directory / "mm_projector.bin")
+  (directory / "config.json").write_text(json.dumps({**checkpoints.LLADAV_CONFIG_JSON, "mm_patch_merge_type": "flat",
+                                                     "mm_tunable_parts": "mm_mlp_adapter", **config}))
+  return directory
+
+
+def test_stage1_projector_makes_a_stage2_checkpoint(tmp_path, capsys):
+  llama, siglip = tiny.hf_llama(TEXT, seed=1), tiny.hf_siglip(VISION, seed=2)
+  checkpoints.write_sharded(tmp_path / "llada", tiny.state_dict_numpy(llama), checkpoints.LLAMA_STYLE_LLADA_CONFIG_JSON)
+  siglip.save_pretrained(tmp_path / "siglip")
+  projector = tiny.hf_projector(tiny.PROJECTOR, seed=3)
+  stage1 = _stage1_run(tmp_path / "exp" / "llada_v_pretrain", projector)
+  assert cli.run(["assemble", "--llada", str(tmp_path / "llada"), "--siglip", str(tmp_path / "siglip"),
+                  "--projector", str(stage1), "--seed", "4", str(tmp_path / "out"), "--quiet"]) == 0
+  summary = capsys.readouterr().out
+  assert "mm_projector from the stage-1 projector" in summary
+  config, params = load_pretrained(tmp_path / "out")
+  assert config.patch_merge_type == "spatial_unpad"  # stage 2's settings, not stage 1's flat merge
+  _check_towers(config, params, llama, siglip)
+  state = tiny.state_dict_numpy(projector)
+  for n, index in ((1, 0), (2, 2)):  # nn.Sequential(Linear, GELU, Linear): HF [out, in] -> flax [in, out]
+    np.testing.assert_array_equal(params["mm_projector"][f"linear_{n}"]["kernel"], state[f"{index}.weight"].T)
+    np.testing.assert_array_equal(params["mm_projector"][f"linear_{n}"]["bias"], state[f"{index}.bias"])
+  # The image-newline: stage 1 has none; stage 2 creates it as upstream does, from the seed.
+  fresh = convert.initial_leaves(config, {("mm_projector", "linear_1", "kernel"): (16, 32),
+                                          ("mm_projector", "linear_1", "bias"): (32,),
+                                          ("mm_projector", "linear_2", "kernel"): (32, 32),
+                                          ("mm_projector", "linear_2", "bias"): (32,), ("image_newline",): (32,)},
+                                 seed=4, dtype=None)
+  np.testing.assert_array_equal(params["image_newline"], next(l.load() for l in fresh if l.path == ("image_newline",)))
+  info = json.loads((tmp_path / "out" / "lladav_checkpoint.json").read_text())
+  assert info["source"]["projector"] == str((stage1 / "mm_projector.bin").resolve())
+  assert info["notes"][-1] == "image_newline is freshly initialised (seed 4), as upstream's stage 2 does"
+
+  # Keys without the model. prefix, an image-newline in the file, the file named directly.
+  newline = np.random.default_rng(5).standard_normal(TEXT.hidden_size).astype(np.float32)
+  bare = _stage1_run(tmp_path / "bare", projector, prefix="", newline=newline)
+  result = convert.assemble(tmp_path / "llada", tmp_path / "siglip", tmp_path / "out2",
+                            projector=bare / "mm_projector.bin", progress=False)
+  params2 = load_pretrained(tmp_path / "out2").params
+  np.testing.assert_array_equal(params2["image_newline"], newline)
+  np.testing.assert_array_equal(params2["mm_projector"]["linear_2"]["kernel"], state["2.weight"].T)
+  assert result.plan.notes[-1] == f"image_newline from {bare / 'mm_projector.bin'}"
+
+
+def test_a_stage1_projector_that_does_not_fit_is_refused(tmp_path):
+  llama = tiny.hf_llama(TEXT, seed=1)
+  checkpoints.write_sharded(tmp_path / "llada", tiny.state_dict_numpy(llama), checkpoints.LLAMA_STYLE_LLADA_CONFIG_JSON)
+  tiny.hf_siglip(VISION).save_pretrained(tmp_path / "siglip")
+  wide = tiny.hf_projector(dataclasses.replace(tiny.PROJECTOR, out_features=64))
+  stage1 = _stage1_run(tmp_path / "wide", wide, mm_projector_type="linear")
+  with pytest.raises(ConversionError) as raised:
+    convert.assemble(tmp_path / "llada", tmp_path / "siglip", tmp_path / "out", projector=stage1, progress=False)
+  problems = "\n".join(raised.value.problems)
+  assert "mm_projector_type 'linear' in stage 1, but the assembled model's is 'mlp2x_gelu'" in problems
+  assert "model.mm_projector.0.weight: shape [64, 16] in mm_projector.bin, but the config implies [32, 16]" in problems
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(ConversionError, match="empty: no weights"):
+    convert.assemble(tmp_path / "llada", tmp_path / "siglip", tmp_path / "out", projector=tmp_path / "empty",
+                     progress=False)
   assert not (tmp_path / "out").exists()

@@ -10,7 +10,7 @@ from safetensors.numpy import save_file
 from lladav_jax.convert import __main__ as cli
 from lladav_jax.convert import operations as convert
 from lladav_jax.convert.problems import ConversionError
-from lladav_jax.convert.safetensors_stream import SafetensorsDir
+from lladav_jax.convert.tensor_dir import TensorDir
 from tests.convert import checkpoints
 from tests.parity.test_lladav_parity import Reference
 
@@ -74,13 +74,13 @@ def test_every_problem_is_listed_and_nothing_is_written(state, tmp_path, capsys)
 def test_failure_while_writing_leaves_no_output(state, tmp_path, monkeypatch):
   src = checkpoints.write_lladav(tmp_path / "src", state)
   before = _listing(tmp_path)
-  original = SafetensorsDir.read
+  original = TensorDir.read
 
   def failing_read(self, key):
     if key == "model.layers.1.mlp.down_proj.weight":
       raise OSError(f"{key}: disk read error")
     return original(self, key)
-  monkeypatch.setattr(SafetensorsDir, "read", failing_read)
+  monkeypatch.setattr(TensorDir, "read", failing_read)
   with pytest.raises(OSError, match="disk read error"):
     convert.import_lladav(src, tmp_path / "out", progress=False)
   assert _listing(tmp_path) == before  # no output, no staging directory

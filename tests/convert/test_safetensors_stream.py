@@ -9,7 +9,8 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from lladav_jax.convert.safetensors_stream import SafetensorsDir, parse_size, write_shards
+from lladav_jax.convert.safetensors_stream import parse_size, write_shards
+from lladav_jax.convert.tensor_dir import TensorDir
 
 
 def test_streamed_shards_read_back_with_safetensors(tmp_path):
@@ -45,7 +46,7 @@ def test_writer_refuses_a_stream_that_leaves_the_plan(tmp_path):
 def test_reader_reads_whole_tensors_and_slices(tmp_path):
   x = np.arange(24, dtype=np.float32).reshape(4, 6)
   save_file({"x": x, "y": np.ones(2, np.int8)}, str(tmp_path / "model.safetensors"))
-  reader = SafetensorsDir(tmp_path)
+  reader = TensorDir(tmp_path)
   assert reader.problems == [] and sorted(reader.tensors) == ["x", "y"]
   assert reader.tensors["x"].shape == (4, 6) and reader.tensors["y"].dtype == "I8"
   np.testing.assert_array_equal(reader.read("x"), x)
