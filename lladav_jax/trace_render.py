@@ -7,10 +7,11 @@ as a suffix). Colours run from blue (committed first) to red (committed last); g
 
 import html
 import os
-import tempfile
 from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
+
+from lladav_jax.atomic_files import write_atomic
 
 MASK_GLYPH = "\u2591"  # light shade: a still-masked position
 GIVEN_RGB = (150, 150, 150)
@@ -133,15 +134,9 @@ def write_trace(path: str, pieces: Sequence[str], commit_steps: Sequence[int], *
   suffix = os.path.splitext(path)[1].lower()
   if suffix not in (".html", ".htm", ".png"):
     raise ValueError(f"{path}: trace pictures are .html or .png files")
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix=suffix)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      if suffix == ".png":
-        png_image(pieces, commit_steps).save(f, format="PNG")
-      else:
-        f.write(html_page(pieces, commit_steps, title=title).encode("utf-8"))
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+  def write(f):
+    if suffix == ".png":
+      png_image(pieces, commit_steps).save(f, format="PNG")
+    else:
+      f.write(html_page(pieces, commit_steps, title=title).encode("utf-8"))
+  write_atomic(path, write)

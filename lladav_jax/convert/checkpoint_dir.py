@@ -16,8 +16,9 @@ import contextlib
 import json
 import pathlib
 import shutil
-import tempfile
 from typing import Any, Iterator
+
+from lladav_jax.atomic_files import make_temporary_directory
 
 FORMAT = "lladav_jax.pretrained"  # the on-disk format's name (docs/convert.md), whatever module reads it
 FORMAT_VERSION = 1
@@ -64,7 +65,7 @@ def staged(out: str | pathlib.Path) -> Iterator[pathlib.Path]:
   if out.exists():
     raise FileExistsError(f"{out} already exists; choose a new output directory")
   out.parent.mkdir(parents=True, exist_ok=True)
-  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+  staging = make_temporary_directory(out.parent, f".{out.name}.partial-")
   try:
     yield staging
     staging.rename(out)

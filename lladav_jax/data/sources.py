@@ -13,10 +13,10 @@ import json
 import mmap
 import os
 import re
-import tempfile
 
 import numpy as np
 
+from lladav_jax.atomic_files import write_atomic
 from lladav_jax.data.records import THINK_MODES, THINK_NONE
 
 _INDEX_VERSION = 1
@@ -191,12 +191,8 @@ def load_or_build_index(path: str, index_dir: str | None = None) -> str:
   directory = os.path.dirname(out) or "."
   os.makedirs(directory, exist_ok=True)
   # The index first, the metadata (which marks it valid) last, each by an atomic rename.
-  for target, write in ((out, lambda f: np.save(f, spans)),
-                        (meta_path, lambda f: f.write(json.dumps(dict(meta, count=len(spans))).encode()))):
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-index-")
-    with os.fdopen(fd, "wb") as f:
-      write(f)
-    os.replace(tmp, target)
+  write_atomic(out, lambda f: np.save(f, spans))
+  write_atomic(meta_path, json.dumps(dict(meta, count=len(spans))))
   return out
 
 

@@ -15,20 +15,13 @@ import json
 import os
 from typing import Iterable, Sequence
 
+from lladav_jax.atomic_files import write_atomic
+
 RUN_FILE = "run.json"
 LOG_FILE = "predictions.jsonl"
 RESULTS_FILE = "results.jsonl"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
-
-
-def write_atomic(path: str, text: str) -> None:
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
 
 
 def dumps(entry: dict) -> str:

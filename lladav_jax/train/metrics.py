@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 
 import jax
 
+from lladav_jax.atomic_files import write_atomic
 from lladav_jax.model_config import LLaDAVConfig
 
 # Dense bf16 peak FLOP/s per chip, by substring of jax's device_kind.
@@ -121,7 +122,5 @@ def plot_loss(records: Iterable[dict], path: str) -> None:
   ax.set_ylabel("masked-diffusion loss")
   ax.grid(alpha=0.3)
   fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp)
+  write_atomic(path, lambda f: fig.savefig(f, format="png"))
   plt.close(fig)
-  os.replace(tmp, path)

@@ -1,6 +1,7 @@
 """The trace pictures: frames follow the commit steps, files are complete and well-formed."""
 
 import os
+import stat
 
 import pytest
 from PIL import Image
@@ -38,3 +39,6 @@ def test_html_and_png_files(tmp_path):
   with pytest.raises(ValueError, match="trace pictures are .html or .png"):
     trace_render.write_trace(str(tmp_path / "trace.txt"), PIECES, STEPS)
   assert sorted(os.listdir(tmp_path)) == ["trace.html", "trace.png"]  # no temporary files left
+  (tmp_path / "plain").write_text("")  # what the umask gives any new file: a trace is shared alike
+  assert {stat.S_IMODE(os.stat(tmp_path / name).st_mode) for name in ("trace.html", "trace.png", "plain")} == {
+      stat.S_IMODE(os.stat(tmp_path / "plain").st_mode)}
