@@ -1,9 +1,10 @@
-"""What the entry points share: platform settings, distributed start-up, mesh and dtype defaults, the
-tokenizer lookup, and the decoding flags of generate and eval (with their one rule for stop strings).
+"""What the entry points share: the argument parser, platform settings, distributed start-up, mesh
+and dtype defaults, the tokenizer lookup, and the decoding flags of generate and eval (with their one
+rule for stop strings).
 
 The command lines are `python -m lladav_jax.{generate,train,eval,data,demo,convert}` (console scripts
-`lladav-*`); the lmms-eval adapter uses these helpers too. Nothing here parses arguments or exits:
-helpers raise errors for the command line to report.
+`lladav-*`); the lmms-eval adapter uses these helpers too. Apart from `ArgumentParser.error`, nothing
+here exits: helpers raise errors for the command line to report as one line (`fail`).
 
 Flags, in every command line: words joined by dashes (`--gen-length`, `--coordinator-address`), the
 same name for the same thing everywhere; train's run-config overrides spell the config's own fields
@@ -12,7 +13,8 @@ same name for the same thing everywhere; train's run-config overrides spell the 
 
 import argparse
 import os
-from typing import Sequence
+import sys
+from typing import NoReturn, Sequence
 
 from lladav_jax.data.prompts import THINK_TAGS
 from lladav_jax.data.tokenizer import Tokenizer, TokenizerError
@@ -31,6 +33,36 @@ DISTRIBUTED_FLAGS = (
     ("distributed", bool, False, "start jax.distributed with cluster auto-detection (Cloud TPU, SLURM, ...)"),
 )
 THINK_CHOICES = (*THINK_TAGS, "none")  # "none": no tag, even where the task has one
+
+
+class _HelpWithDefaults(argparse.HelpFormatter):
+  """Appends "(default: X)" to every option that has a default and does not state one."""
+
+  def _get_help_string(self, action):
+    text = action.help or ""
+    unset = action.default is None or action.default is False or action.default is argparse.SUPPRESS
+    if "default" in text or unset or action.default == [] or not action.option_strings:
+      return text
+    return f"{text} (default: {action.default})"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse with every default in --help and usage errors as one line on stderr (exit status 2)."""
+
+  def __init__(self, *args, **kwargs):
+    kwargs.setdefault("formatter_class", _HelpWithDefaults)
+    super().__init__(*args, **kwargs)
+
+  def error(self, message: str) -> NoReturn:
+    self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def fail(error: Exception | str) -> NoReturn:
+  """Ends a command line on an expected failure: one line on stderr, exit status 1, no traceback.
+  An error that lists several problems (ConversionError) gives its first and their count."""
+  message = error.one_line() if hasattr(error, "one_line") else str(error)
+  print(f"error: {message}", file=sys.stderr)
+  raise SystemExit(1)
 
 
 def set_platform_flags(*, host_only: bool = False) -> None:
@@ -110,16 +142,18 @@ def add_decoding_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup
                       help=f"stop string, repeatable; replaces the default ones ({defaults}); <|eot_id|> always stops")
   parser.add_argument("--stop-order", choices=STOP_ORDERS, default="upstream",
                       help="upstream: LLaDA-V's list-order stop scan (parity); earliest: the first stop found")
-  parser.add_argument("--temperature", type=float, default=0.0)
+  parser.add_argument("--temperature", type=float, default=0.0, help="0: the argmax; > 0: sampling")
   parser.add_argument("--cfg", type=float, default=0.0, help="classifier-free guidance scale")
-  parser.add_argument("--remasking", choices=REMASKING, default="low_confidence")
-  parser.add_argument("--cache", choices=CACHE_MODES, default="none")
+  parser.add_argument("--remasking", choices=REMASKING, default="low_confidence",
+                      help="commit the most confident predictions, or random ones")
+  parser.add_argument("--cache", choices=CACHE_MODES, default="none",
+                      help="KV cache: none (the exact decode), prefix (the prompt's) or dual (all but the block)")
   parser.add_argument("--refresh", type=int, help="refresh the KV cache every r steps of a block")
   parser.add_argument("--threshold", type=float, help="parallel decoding: commit every prediction with p >= this")
   parser.add_argument("--factor", type=float, help="parallel decoding by Fast-dLLM's factor rule")
   parser.add_argument("--think", choices=THINK_CHOICES, help=f"stage-3 tag after the question (default: {defaults})")
   parser.add_argument("--system-prompt", help="replace upstream's default system prompt")
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--seed", type=int, default=0, help="random seed of sampling and random remasking")
   parser.add_argument("--dtype", choices=DTYPES, help="compute dtype (default: float32 on CPU, bfloat16 elsewhere)")
 
 

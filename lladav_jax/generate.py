@@ -3,32 +3,37 @@
 Loads a converted checkpoint, a LLaDA-V Hugging Face directory or a training workdir, builds the
 prompt exactly as upstream's inference path does (llava_llada chat template), decodes with the jitted
 sampler and prints the answer. `--chat` keeps a multi-turn conversation going on stdin; `--trace`
-shows the order in which the answer was unmasked (coloured terminal text; `--trace-file x.html|x.png` too).
+shows the order in which the answer was unmasked (coloured terminal text; `--trace-file x.html|x.png` too,
+one file per turn in a chat: x-1.html, x-2.html, ...).
+
+Everything the flags name is checked before the weights are read: the images, the trace file's
+kind, the tokenizer against the checkpoint's config, the decoding settings.
 """
 
 import argparse
 import os
-import pathlib
 import sys
 from typing import Sequence
 
 from lladav_jax import cli, trace_render
-from lladav_jax.checkpoints.pretrained import load_pretrained
+from lladav_jax.checkpoints.pretrained import CheckpointError, load_config, load_pretrained
+from lladav_jax.convert.problems import ConversionError
 from lladav_jax.data.prompts import THINK_TAGS, build_chat_prompt
 from lladav_jax.data.records import ASSISTANT, USER, Message
 from lladav_jax.data.tokenizer import IMAGE_TEXT, TokenizerError
 from lladav_jax.diffusion.generation import generate
-from lladav_jax.images import load_image
+from lladav_jax.diffusion.settings import SettingsError
+from lladav_jax.images import ImageDecodeError, load_image
 from lladav_jax.images.crops import inference_visuals
 from lladav_jax.models import ComputeConfig, LLaDAV
-from lladav_jax.samples import build_sample
+from lladav_jax.samples import SampleError, build_sample
 
 # Without --gen-length / --steps / --block-length: upstream's generate_demo.py settings.
 DEFAULT_LENGTH = 128
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m lladav_jax.generate", description=__doc__.split("\n")[0])
+  p = cli.ArgumentParser(prog="python -m lladav_jax.generate", description=__doc__.split("\n")[0])
   p.add_argument("--checkpoint", required=True,
                  help="converted checkpoint, LLaDA-V Hugging Face directory or training workdir")
   p.add_argument("--tokenizer", help="tokenizer directory (default: the checkpoint's tokenizer/ or the "
@@ -40,32 +45,43 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   cli.add_decoding_flags(p, defaults=f"{DEFAULT_LENGTH}, no stop string, no think tag")
   p.add_argument("--chat", action="store_true", help="interactive multi-turn chat on stdin")
   p.add_argument("--trace", action="store_true", help="print the unmasking order step by step")
-  p.add_argument("--trace-file", help="also write the trace picture to this .html or .png file")
+  p.add_argument("--trace-file", help="also write the trace picture to this .html or .png file "
+                 "(in a chat, one file per turn: NAME-1.html, NAME-2.html, ...)")
   args = p.parse_args(argv)
   if not args.chat and not args.prompt:
     p.error("--prompt is required unless --chat is given")
+  if args.trace_file:
+    try:
+      trace_render.check_trace_path(args.trace_file)
+    except ValueError as e:
+      p.error(f"--trace-file {e}")
   return args
 
 
 class Session:
-  """A loaded model, tokenizer and images; answers one conversation turn at a time."""
+  """A loaded model, tokenizer and images; answers one conversation turn at a time.
+
+  Raises CheckpointError, ConversionError, TokenizerError, SettingsError or ImageDecodeError for
+  inputs that cannot work, before the weights are read.
+  """
 
   def __init__(self, args: argparse.Namespace):
     self.args = args
-    dtype = cli.default_dtype(args.dtype)
-    self.config, params = load_pretrained(args.checkpoint)
-    self.params = {"params": params}
-    self.model = LLaDAV(self.config, ComputeConfig(dtype=dtype, param_dtype=dtype, scan_layers=True))
+    self.config = load_config(args.checkpoint)
     self.tokenizer = cli.find_tokenizer(args.checkpoint, args.tokenizer)
     self.tokenizer.check_token_ids(self.config.tokens)
     if len(self.tokenizer) > self.config.text.vocab_size:
-      raise SystemExit(f"the tokenizer has {len(self.tokenizer)} entries, the model only "
-                       f"{self.config.text.vocab_size} rows: wrong --tokenizer?")
+      raise TokenizerError(f"the tokenizer has {len(self.tokenizer)} entries, the model only "
+                           f"{self.config.text.vocab_size} rows: wrong --tokenizer?")
     self.settings = cli.sampler_settings(args, self.tokenizer, self.config.tokens.eot, gen_length=DEFAULT_LENGTH,
-                                         steps=DEFAULT_LENGTH, block_length=DEFAULT_LENGTH)
+                                         steps=DEFAULT_LENGTH, block_length=DEFAULT_LENGTH).resolve(self.config)
     self.think = cli.think_mode(args, None)
     self.visuals = inference_visuals([load_image(path) for path in args.image], self.config)
     self.messages: list[Message] = []
+    self.turns = 0
+    dtype = cli.default_dtype(args.dtype)
+    self.model = LLaDAV(self.config, ComputeConfig(dtype=dtype, param_dtype=dtype, scan_layers=True))
+    self.params = {"params": load_pretrained(args.checkpoint).params}
 
   def ask(self, question: str) -> str:
     if not self.messages and self.visuals and IMAGE_TEXT not in question:
@@ -78,6 +94,7 @@ class Session:
                             keep_image_newline=self.args.keep_image_newline)
     sample = build_sample(ids, self.visuals, self.config, sample_id="prompt")
     answers, trace = generate(self.model, self.params, [sample], self.settings, seed=self.args.seed)
+    self.turns += 1
     tokens = [int(t) for t in answers[0]]
     text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
     self.messages = messages + [Message(ASSISTANT, text)]
@@ -93,21 +110,33 @@ class Session:
       for line in trace_render.terminal_frames(pieces, commit_steps, color=color):
         print("  " + line)
     if self.args.trace_file:
-      trace_render.write_trace(self.args.trace_file, pieces, commit_steps, title=self.messages[-2].content)
-      print(f"trace picture written to {self.args.trace_file}")
+      path = self.trace_path()
+      trace_render.write_trace(path, pieces, commit_steps, title=self.messages[-2].content)
+      print(f"trace picture written to {path}")
+
+  def trace_path(self) -> str:
+    """--trace-file, or in a chat its turn's own file (NAME-<turn>.html)."""
+    if not self.args.chat:
+      return self.args.trace_file
+    stem, suffix = os.path.splitext(self.args.trace_file)
+    return f"{stem}-{self.turns}{suffix}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
   """The `lladav-generate` console script."""
   args = parse_args(argv)
-  for path in args.image:
-    if not pathlib.Path(path).is_file():
-      raise SystemExit(f"image not found: {path}")
   cli.set_platform_flags()
   try:
     session = Session(args)
-  except TokenizerError as e:
-    raise SystemExit(str(e)) from None
+  except (CheckpointError, ConversionError, TokenizerError, SettingsError, ImageDecodeError) as e:
+    cli.fail(e)
+  try:
+    run(session, args)
+  except SampleError as e:  # a prompt too long for the model
+    cli.fail(e)
+
+
+def run(session: Session, args: argparse.Namespace) -> None:
   if not args.chat:
     print(session.ask(args.prompt))
     return

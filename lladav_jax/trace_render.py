@@ -128,12 +128,21 @@ def png_image(pieces: Sequence[str], commit_steps: Sequence[int], *, width: int 
   return image
 
 
+TRACE_SUFFIXES = (".html", ".htm", ".png")
+
+
+def check_trace_path(path: str) -> None:
+  """Raises ValueError unless `path` names a kind of trace picture write_trace makes."""
+  if os.path.splitext(path)[1].lower() not in TRACE_SUFFIXES:
+    raise ValueError(f"{path}: trace pictures are .html or .png files")
+
+
 def write_trace(path: str, pieces: Sequence[str], commit_steps: Sequence[int], *,
                 title: str = "Unmasking order") -> None:
   """Writes `path` atomically as HTML (.html/.htm) or PNG (.png)."""
+  check_trace_path(path)
   suffix = os.path.splitext(path)[1].lower()
-  if suffix not in (".html", ".htm", ".png"):
-    raise ValueError(f"{path}: trace pictures are .html or .png files")
+
   def write(f):
     if suffix == ".png":
       png_image(pieces, commit_steps).save(f, format="PNG")

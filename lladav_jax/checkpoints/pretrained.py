@@ -34,6 +34,10 @@ from lladav_jax.models.lladav import abstract_params
 Path = tuple[str, ...]
 
 
+class CheckpointError(ValueError):
+  """A directory that holds nothing `load_pretrained` reads, or one stored for another layout."""
+
+
 class Pretrained(NamedTuple):
   config: LLaDAVConfig
   params: dict[str, Any]  # the "params" collection, unboxed arrays
@@ -57,7 +61,7 @@ def param_shardings(config: LLaDAVConfig, scan_layers: bool, mesh: Mesh | None,
 def _load_converted(path: pathlib.Path, scan_layers: bool, dtype, mesh, rules) -> Pretrained:
   info = checkpoint_dir.read_info(path)
   if bool(info["scan_layers"]) != scan_layers:
-    raise ValueError(f"{path} was converted with scan_layers={info['scan_layers']}; load it with "
+    raise CheckpointError(f"{path} was converted with scan_layers={info['scan_layers']}; load it with "
                      f"scan_layers={info['scan_layers']} (and build the model with that ComputeConfig), or "
                      "convert again with the other layout")
   config = LLaDAVConfig.from_hf_config(layouts.read_config(path))
@@ -97,7 +101,7 @@ def _load_workdir(path: pathlib.Path, scan_layers: bool, dtype, mesh, rules) -> 
   """The latest params of a training workdir (`python -m lladav_jax.train`)."""
   config, stored_scan = workdir.read_description(str(path))
   if stored_scan != scan_layers:
-    raise ValueError(f"{path} was trained with scan_layers={stored_scan}; load it with that layout")
+    raise CheckpointError(f"{path} was trained with scan_layers={stored_scan}; load it with that layout")
   targets = param_shardings(config, scan_layers, mesh, rules)
   targets = {p: jax.ShapeDtypeStruct(t.shape, dtype or t.dtype, sharding=t.sharding) for p, t in targets.items()}
   return Pretrained(config, workdir.read_params(str(path), traverse_util.unflatten_dict(targets)))
@@ -119,13 +123,40 @@ def load_pretrained(path: str | pathlib.Path, *, scan_layers: bool = True, dtype
   """
   path = pathlib.Path(path).expanduser().absolute()
   dtype = None if dtype is None else jnp.dtype(dtype)
-  if workdir.is_workdir(str(path)):
+  kind = _kind(path)
+  if kind == WORKDIR:
     return _load_workdir(path, scan_layers, dtype, mesh, rules)
-  if checkpoint_dir.is_checkpoint(path) or (path / checkpoint_dir.PARAMS_DIR).exists():
+  if kind == CONVERTED:
     return _load_converted(path, scan_layers, dtype, mesh, rules)
+  return _load_hf(path, scan_layers, dtype, mesh, rules, vision_config)
+
+
+def load_config(path: str | pathlib.Path, *, vision_config: dict | None = None) -> LLaDAVConfig:
+  """The model config `load_pretrained(path)` would return, without reading any weights (so that
+  settings can be checked against it first)."""
+  path = pathlib.Path(path).expanduser().absolute()
+  kind = _kind(path)
+  if kind == WORKDIR:
+    return workdir.read_description(str(path))[0]
+  if kind == CONVERTED:
+    return LLaDAVConfig.from_hf_config(layouts.read_config(path))
+  return layouts.lladav_config(path, vision_config)[0]
+
+
+WORKDIR, CONVERTED, HUGGING_FACE = "training workdir", "converted checkpoint", "Hugging Face directory"
+
+
+def _kind(path: pathlib.Path) -> str:
+  if workdir.is_workdir(str(path)):
+    return WORKDIR
+  if checkpoint_dir.is_checkpoint(path) or (path / checkpoint_dir.PARAMS_DIR).exists():
+    return CONVERTED
   if (path / layouts.CONFIG_FILE).is_file():
-    return _load_hf(path, scan_layers, dtype, mesh, rules, vision_config)
+    return HUGGING_FACE
+  if not path.is_dir():
+    raise CheckpointError(f"{path}: no such directory")
   if workdir.has_checkpoints(str(path)):
-    raise ValueError(f"{path}: a training workdir without {workdir.INFO_FILE} (written when training starts)")
-  raise ValueError(f"{path}: neither a converted checkpoint ({checkpoint_dir.INFO_FILE}) nor a Hugging Face "
-                   f"directory ({layouts.CONFIG_FILE} + *.safetensors or pytorch_model*.bin)")
+    raise CheckpointError(f"{path}: a training workdir without {workdir.INFO_FILE} (written when training starts)")
+  raise CheckpointError(f"{path}: neither a converted checkpoint ({checkpoint_dir.INFO_FILE}) nor a Hugging Face "
+                        f"directory ({layouts.CONFIG_FILE} + *.safetensors or pytorch_model*.bin) nor a training "
+                        "workdir")

@@ -25,7 +25,7 @@ def _common(parser: argparse.ArgumentParser, *, scan: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="python -m tools.convert_weights", description=__doc__)
+  parser = cli.ArgumentParser(prog="python -m tools.convert_weights", description=__doc__)
   commands = parser.add_subparsers(dest="command", required=True)
 
   p = commands.add_parser("import", help="LLaDA-V Hugging Face checkpoint -> orbax checkpoint")

@@ -14,8 +14,11 @@ of an export go through the same staging.
 
 import contextlib
 import json
+import os
 import pathlib
 import shutil
+import socket
+import sys
 from typing import Any, Iterator
 
 from lladav_jax.atomic_files import make_temporary_directory
@@ -57,17 +60,56 @@ def tokenizer_files(directory: str | pathlib.Path) -> list[pathlib.Path]:
   return [directory / name for name in TOKENIZER_FILES if (directory / name).is_file()]
 
 
+PARTIAL_INFIX = ".partial-"
+OWNER_FILE = ".owner.json"  # inside a staging directory: the host and pid of the run writing it
+
+
+def _running_here(owner: dict) -> bool:
+  """Whether the process that wrote `owner` may still be running (another host: assume so)."""
+  if owner.get("host") != socket.gethostname():
+    return True
+  pid = owner.get("pid")
+  if type(pid) is not int or pid <= 0:  # no owner recorded
+    return False
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # alive, another user's
+    return True
+  return True
+
+
+def remove_stale_partials(out: pathlib.Path) -> list[pathlib.Path]:
+  """Deletes the staging directories of `out` that runs killed on this host left behind."""
+  removed = []
+  for staging in sorted(out.parent.glob(f".{out.name}{PARTIAL_INFIX}*")):
+    try:
+      owner = json.loads((staging / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+      owner = {"host": socket.gethostname()}  # killed before it could say whose it is
+    if isinstance(owner, dict) and not _running_here(owner):
+      shutil.rmtree(staging, ignore_errors=True)
+      removed.append(staging)
+  return removed
+
+
 @contextlib.contextmanager
 def staged(out: str | pathlib.Path) -> Iterator[pathlib.Path]:
   """Yields a fresh temporary directory next to `out`; renames it to `out` if the block succeeds,
-  deletes it if the block raises (or is interrupted). `out` must not exist."""
+  deletes it if the block raises (or is interrupted). `out` must not exist. Staging directories
+  that killed runs left for `out` are removed first, and said so on stderr."""
   out = pathlib.Path(out)
   if out.exists():
     raise FileExistsError(f"{out} already exists; choose a new output directory")
   out.parent.mkdir(parents=True, exist_ok=True)
-  staging = make_temporary_directory(out.parent, f".{out.name}.partial-")
+  for stale in remove_stale_partials(out):
+    print(f"removed {stale}, left by an interrupted run", file=sys.stderr)
+  staging = make_temporary_directory(out.parent, f".{out.name}{PARTIAL_INFIX}")
   try:
+    (staging / OWNER_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
     yield staging
+    (staging / OWNER_FILE).unlink()
     staging.rename(out)
   except BaseException:
     shutil.rmtree(staging, ignore_errors=True)

@@ -230,17 +230,38 @@ def projector_part(path, config: LLaDAVConfig) -> Part:
 # LLaDA-V
 
 
+def local_tower(directory, name) -> pathlib.Path | None:
+  """The vision tower directory `mm_vision_tower` names, if it is a local one with a config.json: a
+  relative name inside the checkpoint `directory` (where upstream-style checkpoints keep it), else
+  as given (absolute, or relative to the current directory)."""
+  if not name:
+    return None
+  for candidate in (pathlib.Path(directory) / str(name), pathlib.Path(str(name))):
+    if (candidate / CONFIG_FILE).is_file():
+      return candidate
+  return None
+
+
+def bundled_tower(directory, name) -> pathlib.Path | None:
+  """The tower directory when it lives inside the checkpoint `directory` under a relative name: it
+  travels with the checkpoint (import and export copy it along)."""
+  tower = local_tower(directory, name)
+  if tower is None or pathlib.Path(str(name)).is_absolute():
+    return None
+  return tower if tower.resolve().is_relative_to(pathlib.Path(directory).resolve()) else None
+
+
 def lladav_config(directory, vision_config: Mapping[str, Any] | None = None) -> tuple[LLaDAVConfig, dict]:
   """Reads a `llava_llada` config.json -> (config, the raw dict).
 
   The vision tower's dims come from, in order: `vision_config` (a config.json given by the
   caller), a `vision_config` entry in the file, the tower's own config.json when
-  `mm_vision_tower` is a local directory, the known tower that `mm_vision_tower` names.
+  `mm_vision_tower` is a local directory (`local_tower`), the known tower that `mm_vision_tower` names.
   """
   d = read_config(directory)
   if vision_config is None and "vision_config" not in d:
-    tower = pathlib.Path(str(d.get("mm_vision_tower", "")))
-    if str(tower) and (tower / CONFIG_FILE).is_file():
+    tower = local_tower(directory, d.get("mm_vision_tower"))
+    if tower is not None:
       vision_config = read_config(tower)
   try:
     tokens = None if TokenIds.HF_KEY in d else tokenizer_token_ids(directory)

@@ -58,8 +58,18 @@ def _now() -> str:
   return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def _copy_tower(src: pathlib.Path, config_json: dict, staging: pathlib.Path) -> None:
+  """A vision tower kept inside `src` under its relative mm_vision_tower name goes along, so that the
+  name still resolves in the new directory."""
+  name = config_json.get("mm_vision_tower")
+  tower = layouts.bundled_tower(src, name)
+  if tower is not None:
+    shutil.copytree(tower, staging / str(name))
+
+
 def _write_checkpoint(out: pathlib.Path, config_json: dict, plan: ConversionPlan, *, scan: bool, source: dict,
-                      tokenizer_from: pathlib.Path | None, progress: bool) -> None:
+                      tokenizer_from: pathlib.Path | None, progress: bool, tower_from: pathlib.Path | None = None
+                      ) -> None:
   bar = report.Progress(plan.nbytes, "writing", enabled=progress)
   leaves = {leaf.path: leaf for leaf in plan.leaves}
   counts = report.tower_counts(plan.leaves)
@@ -73,6 +83,8 @@ def _write_checkpoint(out: pathlib.Path, config_json: dict, plan: ConversionPlan
       (staging / checkpoint_dir.TOKENIZER_DIR).mkdir()
       for file in files:
         shutil.copy2(file, staging / checkpoint_dir.TOKENIZER_DIR / file.name)
+    if tower_from is not None:
+      _copy_tower(tower_from, config_json, staging)
     # Written last: its presence marks a complete checkpoint.
     checkpoint_dir.write_json(staging / checkpoint_dir.INFO_FILE, {
         "format": checkpoint_dir.FORMAT,
@@ -107,7 +119,7 @@ def import_lladav(src, out=None, *, dtype: str | None = None, scan: bool = True,
   out = pathlib.Path(out)
   _write_checkpoint(out, layouts.merged_config_json(source_json, config), plan, scan=scan,
                     source={"kind": "llava_llada", "path": str(src.resolve())}, tokenizer_from=src,
-                    progress=progress)
+                    progress=progress, tower_from=src)
   seconds = time.monotonic() - start
   return Result(out, report.summary(f"imported {src} -> {out} (scan_layers={scan})", plan, seconds), seconds, plan)
 
@@ -271,6 +283,7 @@ def export(src, out=None, *, tokenizer=None, dtype: str | None = None,
     checkpoint_dir.write_json(staging / checkpoint_dir.CONFIG_FILE, exported)
     for file in checkpoint_dir.tokenizer_files(tokenizer_dir):
       shutil.copy2(file, staging / file.name)
+    _copy_tower(src, config_json, staging)
   seconds = time.monotonic() - start
   shards = len(set(index["weight_map"].values()))
   lines = [f"exported {src} -> {out}",

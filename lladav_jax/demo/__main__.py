@@ -19,7 +19,7 @@ from lladav_jax.demo import pipeline
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m lladav_jax.demo", description=__doc__.split("\n")[0])
+  p = cli.ArgumentParser(prog="python -m lladav_jax.demo", description=__doc__.split("\n")[0])
   p.add_argument("--workdir", default="workdir/demo", help="where data, tokenizer, runs and results go")
   p.add_argument("--fresh", action="store_true", help="delete the workdir first")
   p.add_argument("--config-dir", type=pathlib.Path, default=pipeline.CONFIG_DIR,

@@ -16,6 +16,10 @@ CACHE_MODES = ("none", "prefix", "dual")
 STOP_ORDERS = ("earliest", "upstream")
 
 
+class SettingsError(ValueError):
+  """Decoding settings that cannot work; the message names the field."""
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplerSettings:
   """Decoding settings (defaults: upstream `generate_with_embeds`, plus the `<|eot_id|>` stop).
@@ -95,7 +99,7 @@ class SamplerSettings:
 
   def _validate(self, config: LLaDAVConfig) -> None:
     def fail(message):
-      raise ValueError(f"sampler settings: {message}")
+      raise SettingsError(f"sampler settings: {message}")
 
     for name in ("gen_length", "steps", "block_length"):
       if int(getattr(self, name)) < 1:

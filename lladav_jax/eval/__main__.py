@@ -17,7 +17,7 @@ from lladav_jax.eval.tasks import TASKS, get_task
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m lladav_jax.eval", description=__doc__.split("\n")[0])
+  p = cli.ArgumentParser(prog="python -m lladav_jax.eval", description=__doc__.split("\n")[0])
   p.add_argument("--checkpoint", required=True, help="converted checkpoint or LLaDA-V Hugging Face directory")
   p.add_argument("--task", required=True, choices=sorted(TASKS), help="benchmark (jsonl: the generic format)")
   p.add_argument("--data", required=True, action="append",
@@ -33,7 +33,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   r.add_argument("--min-length-bucket", type=int, default=64, help="smallest prompt-length bucket")
   cli.add_distributed_flags(r)
   r.add_argument("--no-progress", action="store_true", help="no progress bar")
-  return p.parse_args(argv)
+  args = p.parse_args(argv)
+  for flag in ("batch_size", "limit", "min_length_bucket"):
+    value = getattr(args, flag)
+    if value is not None and value < 1:
+      p.error(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+  return args
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -41,50 +46,61 @@ def main(argv: Sequence[str] | None = None) -> dict:
   cli.set_platform_flags()
   cli.start_distributed(args.coordinator_address, args.num_processes, args.process_id, auto=args.distributed)
 
-  import jax
-  from lladav_jax import sharding
-  from lladav_jax.checkpoints.pretrained import load_pretrained
-  from lladav_jax.eval.evaluation import evaluate, load_task_records
+  from lladav_jax.checkpoints.pretrained import CheckpointError
+  from lladav_jax.convert.problems import ConversionError
+  from lladav_jax.data.tokenizer import TokenizerError
+  from lladav_jax.diffusion.settings import SettingsError
   from lladav_jax.eval.readers import DataError
   from lladav_jax.eval.results import RunMismatch
+  try:
+    return run(args)
+  except (CheckpointError, ConversionError, TokenizerError, SettingsError, DataError, RunMismatch) as e:
+    cli.fail(e)
+
+
+def run(args: argparse.Namespace) -> dict:
+  """Everything a flag names is checked before the weights are read or anything is written."""
+  import jax
+  from lladav_jax import sharding
+  from lladav_jax.checkpoints.pretrained import load_config, load_pretrained
+  from lladav_jax.eval.evaluation import evaluate, load_task_records
+  from lladav_jax.eval.readers import DataError
+  from lladav_jax.eval.runner import check_batch_size
   from lladav_jax.models import ComputeConfig, LLaDAV
 
   task = get_task(args.task)
-  try:
-    records, failures = load_task_records(task, args.data, args.limit)
-  except DataError as e:
-    raise SystemExit(f"error: {e}") from None
+  records, failures = load_task_records(task, args.data, args.limit)
   if not records and not failures:
-    raise SystemExit(f"error: no records in {args.data}")
+    raise DataError(f"no records in {', '.join(args.data)}")
   try:
     mesh = sharding.create_mesh(cli.parse_mesh(args.mesh))
   except ValueError as e:
-    raise SystemExit(f"error: --mesh: {e}") from None
+    cli.fail(f"--mesh: {e}")
   rules = sharding.DEFAULT_LOGICAL_AXIS_RULES
-  dtype = cli.default_dtype(args.dtype)
-  config, params = load_pretrained(args.checkpoint, mesh=mesh, rules=rules, dtype=dtype)
   try:
-    tokenizer = cli.find_tokenizer(args.checkpoint, args.tokenizer)
+    check_batch_size(mesh, rules, args.batch_size)
   except ValueError as e:
-    raise SystemExit(f"error: {e}") from None
+    cli.fail(f"--batch-size: {e}")
+  config = load_config(args.checkpoint)
+  tokenizer = cli.find_tokenizer(args.checkpoint, args.tokenizer)
   tokenizer.check_token_ids(config.tokens)
-  model = LLaDAV(config, ComputeConfig(dtype=dtype, param_dtype=dtype, scan_layers=True))
   decoding = task.decoding_for(records)
   settings = cli.sampler_settings(args, tokenizer, config.tokens.eot, gen_length=decoding.gen_length,
-                                  steps=decoding.steps, block_length=decoding.block_length, stops=decoding.stops)
+                                  steps=decoding.steps, block_length=decoding.block_length,
+                                  stops=decoding.stops).resolve(config)
   think = cli.think_mode(args, decoding.think)
   output = args.output or os.path.join("eval_results", task.name)
+  dtype = cli.default_dtype(args.dtype)
+  _, params = load_pretrained(args.checkpoint, mesh=mesh, rules=rules, dtype=dtype)
+  model = LLaDAV(config, ComputeConfig(dtype=dtype, param_dtype=dtype, scan_layers=True))
   if jax.process_index() == 0:
     print(f"{task.name}: {len(records)} records from {', '.join(args.data)}"
           + (f" ({len(failures)} unusable rows)" if failures else "") + f"; results in {output}", file=sys.stderr)
-  try:
-    result = evaluate(model, {"params": params}, tokenizer, task, records, failures=failures, settings=settings,
-                      think=think, batch_size=args.batch_size, output_dir=output,
-                      overwrite=args.overwrite, mesh=mesh, rules=rules, seed=args.seed,
-                      system_prompt=args.system_prompt, min_length_bucket=args.min_length_bucket,
-                      progress=not args.no_progress)
-  except RunMismatch as e:
-    raise SystemExit(f"error: {e}") from None
+  result = evaluate(model, {"params": params}, tokenizer, task, records, failures=failures, settings=settings,
+                    think=think, batch_size=args.batch_size, output_dir=output,
+                    overwrite=args.overwrite, mesh=mesh, rules=rules, seed=args.seed,
+                    system_prompt=args.system_prompt, min_length_bucket=args.min_length_bucket,
+                    progress=not args.no_progress)
   return result.summary
 
 

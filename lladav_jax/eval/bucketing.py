@@ -18,6 +18,7 @@ from PIL import Image
 from lladav_jax.data.prompts import build_prompt
 from lladav_jax.data.tokenizer import IMAGE_TEXT, Tokenizer
 from lladav_jax.eval.tasks.base import Record
+from lladav_jax.images.loading import ImageTooLargeError
 from lladav_jax.images.crops import KIND_ANYRES, KIND_PLAIN, Visual, select_best_resolution
 from lladav_jax.images.feature_layout import visual_layout
 from lladav_jax.model_config import LLaDAVConfig
@@ -50,11 +51,16 @@ def question_ids(tokenizer: Tokenizer, question: str, num_images: int, think: st
 
 
 def image_size(source) -> tuple[int, int]:
-  """(width, height) from the header only."""
+  """(width, height) from the header only; ImageTooLargeError for a decompression bomb, which
+  PIL refuses already while reading the header."""
   if isinstance(source, Image.Image):
     return source.size
-  with (io.BytesIO(source) if isinstance(source, bytes) else open(os.fspath(source), "rb")) as f:
-    return Image.open(f).size
+  try:
+    with (io.BytesIO(source) if isinstance(source, bytes) else open(os.fspath(source), "rb")) as f:
+      return Image.open(f).size
+  except Image.DecompressionBombError as e:
+    raise ImageTooLargeError(f"image {'<bytes>' if isinstance(source, bytes) else source} is too large to "
+                             f"decode: {e}") from e
 
 
 def visual_shape(size: tuple[int, int], config: LLaDAVConfig, multi_image: bool) -> tuple[int, int]:

@@ -30,7 +30,8 @@ from lladav_jax.diffusion.generation import max_total_length
 from lladav_jax.diffusion.settings import SamplerSettings
 from lladav_jax.eval import bucketing, results
 from lladav_jax.eval.readers import read_rows
-from lladav_jax.eval.runner import BatchRunner, RowResult, answer_text, default_mesh_and_params, task_settings
+from lladav_jax.eval.runner import (BatchRunner, RowResult, answer_text, check_batch_size, default_mesh_and_params,
+                                    task_settings)
 from lladav_jax.eval.tasks.base import Record, Task, load_records
 from lladav_jax.models.lladav import LLaDAV
 
@@ -106,9 +107,11 @@ def evaluate(model: LLaDAV, params, tokenizer: Tokenizer, task: Task, records: S
   """
   config = model.config
   decoding = task.decoding_for(records)
-  settings = settings or task_settings(decoding, tokenizer, config.tokens.eot)
+  # Checked before anything is written, so that a corrected command is not refused as another run.
+  settings = (settings or task_settings(decoding, tokenizer, config.tokens.eot)).resolve(config)
   think = decoding.think if think == TASK_DEFAULT else think
   mesh, params = default_mesh_and_params(model, params, mesh)
+  check_batch_size(mesh, rules, batch_size)
   lead = jax.process_index() == 0
   indices = [r.index for r in records] + [int(f["index"]) for f in failures]
   if len(set(indices)) != len(indices):
@@ -121,6 +124,8 @@ def evaluate(model: LLaDAV, params, tokenizer: Tokenizer, task: Task, records: S
     store = results.ResultsLog(output_dir, run, overwrite=overwrite)
     memory = store.entries
   done = _done_everywhere(set(memory), max(indices, default=-1) + 1)
+  if done and lead and log is not None:
+    log(f"resuming {output_dir}: {len(done)} of {len(indices)} samples done")
 
   def record_entries(entries):
     if store is not None:
@@ -134,7 +139,7 @@ def evaluate(model: LLaDAV, params, tokenizer: Tokenizer, task: Task, records: S
   for record in (r for r in records if r.index not in done):
     try:
       prompt = bucketing.probe(record, tokenizer, config, think, system_prompt)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError) as e:  # unreadable image headers (ImageDecodeError), bad placeholders
       early.append({"index": record.index, "id": record.id, "question": record.question,
                     "error": f"{type(e).__name__}: {e}"})
       continue

@@ -104,6 +104,16 @@ def default_mesh_and_params(model: LLaDAV, params, mesh: Mesh | None):
   return mesh, jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
 
 
+def check_batch_size(mesh: Mesh, rules, batch_size: int) -> None:
+  """ValueError unless `batch_size` rows split evenly over the mesh's batch shards."""
+  rules = sharding.normalize_rules(rules if rules is not None else sharding.DEFAULT_LOGICAL_AXIS_RULES)
+  row_sharding = sharding.batch_sharding(mesh, 1, rules)
+  shards = len({idx[0].indices(batch_size) for idx in row_sharding.devices_indices_map((batch_size,)).values()})
+  if batch_size < 1 or batch_size % shards:
+    raise ValueError(f"batch size {batch_size} is not a positive multiple of the {shards} batch shards of the "
+                     f"mesh {dict(mesh.shape)}")
+
+
 class BatchRunner:
   """Runs bucketed batches of `batch_size` rows (the last ones padded with filler rows)."""
 
@@ -113,12 +123,8 @@ class BatchRunner:
     self.rules = sharding.normalize_rules(rules if rules is not None else sharding.DEFAULT_LOGICAL_AXIS_RULES)
     self.settings = settings.resolve(model.config)
     self.batch_size = batch_size
-    row_sharding = sharding.batch_sharding(mesh, 1, self.rules)
-    shards = len({idx[0].indices(batch_size) for idx in row_sharding.devices_indices_map((batch_size,)).values()})
-    if batch_size % shards:
-      raise ValueError(f"batch size {batch_size} is not a multiple of the {shards} batch shards of the mesh "
-                       f"{dict(mesh.shape)}")
-    self.rows = multihost.process_rows(row_sharding, batch_size)
+    check_batch_size(mesh, self.rules, batch_size)
+    self.rows = multihost.process_rows(sharding.batch_sharding(mesh, 1, self.rules), batch_size)
     self.program = _program(model.config, model.compute, self.settings, int(seed))
     self.filler = build_sample([model.config.tokens.bos], [], model.config)
 

@@ -70,7 +70,7 @@ def test_one_question_with_trace(checkpoint, tmp_path, capsys):
   assert trace_file.read_text().lstrip().lower().startswith("<!doctype html")
 
 
-def test_chat_keeps_the_conversation(checkpoint, monkeypatch, capsys):
+def test_chat_keeps_the_conversation(checkpoint, monkeypatch, capsys, tmp_path):
   monkeypatch.setattr("sys.stdin", io.StringIO("How many squares are there?\n\n"))
   session_prompts = []
   original = cli.build_chat_prompt
@@ -80,9 +80,12 @@ def test_chat_keeps_the_conversation(checkpoint, monkeypatch, capsys):
     return original(tokenizer, messages, **kw)
   monkeypatch.setattr(cli, "build_chat_prompt", spy)
   cli.main(["--checkpoint", str(checkpoint), "--image", str(checkpoint / "picture.png"), "--chat",
-            "--prompt", "What color is the circle?", *SETTINGS])
+            "--prompt", "What color is the circle?", *SETTINGS, "--trace-file", str(tmp_path / "turn.html")])
   out = capsys.readouterr().out
   assert out.count("lladav>") == 2
+  # Each turn's trace has its own file, titled with that turn's question.
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["turn-1.html", "turn-2.html"]
+  assert "How many squares" in (tmp_path / "turn-2.html").read_text()
   first, second = session_prompts
   assert first == [("user", "<image>\nWhat color is the circle?")]
   assert second[:2] == [("user", "<image>\nWhat color is the circle?"), ("assistant", second[1][1])]
@@ -92,11 +95,13 @@ def test_chat_keeps_the_conversation(checkpoint, monkeypatch, capsys):
   assert ids.count(-200) == 1
 
 
-def test_missing_image_and_prompt_are_reported(checkpoint):
-  with pytest.raises(SystemExit, match="image not found: nowhere.png"):
+def test_missing_image_and_prompt_are_reported(checkpoint, capsys):
+  with pytest.raises(SystemExit):
     cli.main(["--checkpoint", str(checkpoint), "--image", "nowhere.png", "--prompt", "hi"])
+  assert capsys.readouterr().err == "error: image file not found: nowhere.png\n"
   with pytest.raises(SystemExit):
     cli.main(["--checkpoint", str(checkpoint)])
+  assert "--prompt is required unless --chat is given" in capsys.readouterr().err
 
 
 def test_several_images_take_upstreams_evaluation_layout(checkpoint, monkeypatch, capsys):

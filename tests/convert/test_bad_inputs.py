@@ -115,3 +115,14 @@ def test_existing_output_is_never_overwritten(state, tmp_path, capsys):
   assert cli.run(["import", str(src), str(tmp_path / "out"), "--quiet"]) == 1
   assert "already exists" in capsys.readouterr().err
   assert _listing(tmp_path / "out") == [type(tmp_path)("keep.txt")]
+
+
+def test_a_truncated_safetensors_shard_is_one_problem(state, tmp_path, capsys):
+  """Not one problem per tensor the shard held: the file is named once."""
+  src = checkpoints.write_lladav(tmp_path / "src", state)
+  shard = sorted(src.glob("*.safetensors"))[1]
+  shard.write_bytes(shard.read_bytes()[:-100])
+  assert cli.run(["import", str(src), str(tmp_path / "out"), "--quiet"]) == 1
+  err = capsys.readouterr().err
+  assert "1 problem(s)" in err and str(shard) in err and "missing" not in err
+  assert not (tmp_path / "out").exists()

@@ -38,7 +38,7 @@ def subprocess_env(devices):
   return env(devices, JAX_DEFAULT_MATMUL_PRECISION="highest")
 
 
-def test_cli_resumes_after_sigkill(files, tmp_path):
+def test_cli_resumes_after_sigkill(files, tmp_path, capsys):
   checkpoint, data = files
   summary = cli.main(args(checkpoint, data, tmp_path / "full"))
   assert summary["num_scored"] == 24 and summary["throughput"]["decoded_this_run"] == 24
@@ -60,13 +60,17 @@ def test_cli_resumes_after_sigkill(files, tmp_path):
   done_before = len(log.read_bytes().splitlines())
   assert done_before < 24
 
+  capsys.readouterr()
   resumed = cli.main(args(checkpoint, data, out))
   assert resumed["throughput"]["decoded_this_run"] == 24 - done_before
+  assert f"resuming {out}: {done_before} of 24 samples done" in capsys.readouterr().out
   assert (out / "results.jsonl").read_bytes() == (tmp_path / "full" / "results.jsonl").read_bytes()
   again = cli.main(args(checkpoint, data, out))  # finished: nothing left to decode
   assert again["throughput"]["decoded_this_run"] == 0 and again["metrics"] == summary["metrics"]
-  with pytest.raises(SystemExit, match="different"):
+  capsys.readouterr()
+  with pytest.raises(SystemExit):
     cli.main(args(checkpoint, data, out, "--gen-length", "4"))
+  assert "different" in capsys.readouterr().err
 
 
 def free_port() -> int:

@@ -106,3 +106,19 @@ def test_several_images_take_upstreams_evaluation_layout(setup):
   sample = runner.realize(prompt, config)
   assert int(sample.image_mask.sum()) == 2 * config.vision.num_patches
   assert sample.num_crops == 2
+
+
+def test_a_decompression_bomb_is_a_failed_sample_not_a_crash(setup, tmp_path):
+  """PIL refuses such an image while reading its header (DecompressionBombError): that record fails
+  with its id and reason, the others are answered."""
+  from tests.data.test_pipeline import _bomb_png
+  model, params, tokenizer = setup
+  _bomb_png(tmp_path / "bomb.png")
+  data = records(3)
+  data[1] = Record(1, "bomb", "What is in the image?", (str(tmp_path / "bomb.png"),), ["yes"],
+                   {"metric": "exact_match", "options": None, "category": None})
+  result = evaluate(model, params, tokenizer, get_task("jsonl"), data, settings=sampled_settings(
+      tokenizer, model.config.tokens.eot), batch_size=2, progress=False, log=None)
+  failed = [s for s in result.samples if "error" in s]
+  assert [s["id"] for s in failed] == ["bomb"] and "too large" in failed[0]["error"]
+  assert result.summary["num_scored"] == 2 and result.summary["failed"][0]["id"] == "bomb"
