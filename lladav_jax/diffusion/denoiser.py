@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from lladav_jax.models.llada import KVCache
 from lladav_jax.models.lladav import LLaDAV
+from lladav_jax.models.masks import visible_keys_mask
 
 
 @flax.struct.dataclass
@@ -38,10 +39,6 @@ class Canvas:
 
 def _hidden(module: LLaDAV, embeds, positions, mask, cache):
   return module.language_model.hidden_states(embeds, positions, mask, cache)
-
-
-def _logits(module: LLaDAV, hidden):
-  return module.language_model.logits(hidden)
 
 
 class Denoiser:
@@ -68,7 +65,7 @@ class Denoiser:
   def _block_logits(self, hidden: jax.Array, start: jax.Array) -> jax.Array:
     """hidden [B, T, D], block offset in it -> float32 logits [B, block_length, vocab_limit]."""
     block = jax.lax.dynamic_slice_in_dim(hidden, start, self.block_length, axis=1)
-    logits = self.model.apply(self.params, block, method=_logits)
+    logits = self.model.apply(self.params, block, method=LLaDAV.head)
     return logits[..., :self.vocab_limit].astype(jnp.float32)
 
   def _canvas_embeds(self, gen_embeds: jax.Array) -> jax.Array:
@@ -81,7 +78,7 @@ class Denoiser:
     """Every canvas position -> (block logits, KVCache of the whole canvas)."""
     c = self.canvas
     embeds = self._canvas_embeds(gen_embeds)
-    mask = c.valid[:, None, None, :]  # every query sees the row's valid keys
+    mask = visible_keys_mask(c.valid, embeds.shape[1])  # every query sees the row's valid keys
     hidden, cache = self.model.apply(self.params, embeds, c.positions, mask, None, method=_hidden)
     return self._block_logits(hidden, c.prompt_length + block_start), cache
 
@@ -103,7 +100,7 @@ class Denoiser:
     outside = (index < window_start) | (index >= window_start + window_length)
     cached_visible = c.valid[:, :cache.length] & outside
     own_visible = jnp.ones((embeds.shape[0], window_length), bool)
-    mask = jnp.concatenate([cached_visible, own_visible], axis=1)[:, None, None, :]
+    mask = visible_keys_mask(jnp.concatenate([cached_visible, own_visible], axis=1), window_length)
     hidden, _ = self.model.apply(self.params, embeds, positions, mask, cache, method=_hidden)
     return self._block_logits(hidden, c.prompt_length + block_start - window_start)
 

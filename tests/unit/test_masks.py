@@ -20,12 +20,12 @@ def _reference(segments, turns):
 def test_bidirectional_padding_packing_and_dialogue_causal():
   segments = np.array([[1, 1, 1, 2, 2, 0, 0], [1, 1, 1, 1, 1, 1, 1]])
   turns = np.array([[0, 1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 2, 2, 2]])
-  got = np.asarray(make_attention_mask(segments, turns))
+  got = np.asarray(make_attention_mask(segments, turns).dense())
   assert got.shape == (2, 1, 7, 7)
   for b in range(2):
     np.testing.assert_array_equal(got[b, 0], _reference(segments[b], turns[b]))
   # Without turns: every real token sees every real token of its segment.
-  bidirectional = np.asarray(make_attention_mask(segments))
+  bidirectional = np.asarray(make_attention_mask(segments).dense())
   np.testing.assert_array_equal(bidirectional[1, 0], np.ones((7, 7), bool))
   np.testing.assert_array_equal(bidirectional[0, 0], _reference(segments[0], np.zeros(7)))
   # Turn 0 never sees turn 1 in the dialogue-causal mask, turn 1 sees turn 0.
