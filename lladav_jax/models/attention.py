@@ -28,6 +28,9 @@ def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, ma
     return splash_attention(query, key, value, mask)
   dense = None if mask is None else mask.dense()
   if impl == "cudnn":
+    if jax.default_backend() != "gpu":
+      raise ValueError(f"compute.attention_impl = 'cudnn' is a GPU kernel; on {jax.default_backend()} use "
+                       f"'blockwise' or 'xla'")
     return jax.nn.dot_product_attention(query, key, value, mask=dense, implementation="cudnn")
   return xla_attention(query, key, value, dense)
 
