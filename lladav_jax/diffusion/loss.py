@@ -129,7 +129,8 @@ def chunked_diffusion_loss_terms(hidden: jax.Array, head: Callable[[jax.Array], 
   cross-entropy run on `chunk` positions at a time in a scan whose body is rematerialised: the
   backward pass recomputes one chunk's logits instead of keeping them all. A chunk where no row has
   a masked token is skipped (its loss and gradients are zero): after the move that is every chunk
-  past the most masked tokens of any row, so the head runs on about the masked fraction of positions.
+  past the most masked tokens of any row, so the head runs on that many positions (rounded up to
+  whole chunks) instead of L. Prompts, image tokens and padding are never supervised.
   """
   masked, weight, counts = token_weights(labels, segment_ids, corruption)
   b, length = labels.shape

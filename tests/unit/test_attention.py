@@ -65,7 +65,8 @@ def small_blocks(monkeypatch):
 
 
 # splash cannot express turn ids (test_splash_refuses_turn_ids).
-CASES = [("blockwise", kind) for kind in _masks()] + [("splash", kind) for kind in _masks() if kind != "dialogue_causal"]
+CASES = ([("blockwise", kind) for kind in _masks()]
+         + [("splash", kind) for kind in _masks() if kind != "dialogue_causal"])
 
 
 @pytest.mark.parametrize("impl,kind", CASES)

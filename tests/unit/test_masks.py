@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from lladav_jax.models.masks import make_attention_mask
+from lladav_jax.models.masks import make_attention_mask, visible_keys_mask
 
 
 def _reference(segments, turns):
@@ -30,3 +30,17 @@ def test_bidirectional_padding_packing_and_dialogue_causal():
   np.testing.assert_array_equal(bidirectional[0, 0], _reference(segments[0], np.zeros(7)))
   # Turn 0 never sees turn 1 in the dialogue-causal mask, turn 1 sees turn 0.
   assert not got[1, 0, 0, 2] and got[1, 0, 2, 0]
+
+
+def test_decoding_masks_and_kernel_padding():
+  visible = np.array([[True, False, True, True], [False, True, True, True]])
+  got = np.asarray(visible_keys_mask(visible, 3).dense())
+  assert got.shape == (2, 1, 3, 4)
+  np.testing.assert_array_equal(got[:, 0], np.broadcast_to(visible[:, None, :], (2, 3, 4)))
+  # Positions a kernel appends see only each other; the real ones keep their mask.
+  segments = np.array([[1, 1, 2, 0, 0]])
+  turns = np.array([[0, 1, 0, 0, 0]])
+  mask = make_attention_mask(segments, turns)
+  padded = np.asarray(mask.padded(8, 7).dense())[0, 0]
+  np.testing.assert_array_equal(padded[:5, :5], _reference(segments[0], turns[0]))
+  assert not padded[:5, 5:].any() and not padded[5:, :5].any() and padded[5:, 5:].all()
