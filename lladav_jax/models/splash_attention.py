@@ -5,9 +5,9 @@ covers packing, padding and the decoding masks (models/masks.py). Turn ids ("dia
 not expressible as segment ids: asking for them is an error (use "blockwise", "xla" or "cudnn").
 
 Inside a mesh (`jax.set_mesh`) the call is a `shard_map`: rows split over the mesh axes of
-activation_batch and heads over those of activation_heads (by the logical-axis rules in effect), so
-each device builds the kernel for its own heads and maps it over its own rows; the sequence is never
-split (every query needs every key). Lengths are padded to the kernel's 128-lane tiles with padding
+activation_batch and heads over those of activation_heads (by the logical-axis rules in effect, where
+they divide the rows and the key/value heads), so each device builds the kernel for its own heads and
+maps it over its own rows; the sequence is never split (every query needs every key). Lengths are padded to the kernel's 128-lane tiles with padding
 ids, and the query is scaled before the call (the kernel applies no scale). On CPU the kernel runs
 in Pallas interpret mode (for tests; slow); on GPU use "cudnn" or "blockwise".
 """
@@ -49,13 +49,23 @@ def splash_attention(query: jax.Array, key: jax.Array, value: jax.Array, mask: A
   run = lambda *a: _run_kernel(*a, interpret=backend == "cpu")
   mesh = jax.sharding.get_abstract_mesh()
   if not mesh.empty:
-    rows = nn.logical_to_mesh_axes((sharding.ACT_BATCH,))[0]
-    heads = nn.logical_to_mesh_axes((sharding.ACT_HEADS,))[0]
+    rows = _splitting(mesh, nn.logical_to_mesh_axes((sharding.ACT_BATCH,))[0], b)
+    heads = _splitting(mesh, nn.logical_to_mesh_axes((sharding.ACT_HEADS,))[0], key.shape[2])
     per_head = PartitionSpec(rows, heads, None, None)
     per_token = PartitionSpec(rows, None)
     run = jax.shard_map(run, mesh=mesh, in_specs=(per_head,) * 3 + (per_token,) * 2, out_specs=per_head,
                         check_vma=False)
   return run(*args).transpose(0, 2, 1, 3)[:, :length]
+
+
+def _splitting(mesh, axes, size: int):
+  """The mesh axes a dimension of `size` is split over: the rules' axes where they divide it, else
+  none (e.g. one row while tracing init or decoding: then every device runs all of it)."""
+  names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+  parts = 1
+  for name in names:
+    parts *= mesh.shape[name]
+  return axes if size % parts == 0 else None
 
 
 def _run_kernel(q, k, v, query_ids, key_ids, *, interpret: bool) -> jax.Array:
