@@ -35,6 +35,9 @@ def parse_args():
 
 def main():
   args = parse_args()
+  if args.attention in ("splash", "cudnn"):
+    sys.exit(f"plan.py: --attention {args.attention} is a TPU/GPU kernel and cannot be compiled for the CPU "
+             f"devices that stand in here; 'blockwise' keeps no scores either")
   os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
