@@ -57,7 +57,9 @@ bench-train-step: $(VENV)/.installed
 bench-eval: $(VENV)/.installed
 	$(PY) bench/eval.py
 
-## 8B train step compiled for simulated 64- and 256-device meshes (docs/scaling.md).
+## 8B train step compiled for simulated 64- and 256-device meshes, 8192- and 16384-token rows (docs/scaling.md).
 plan: $(VENV)/.installed
 	$(PY) tools/plan.py --devices 64
 	$(PY) tools/plan.py --devices 256 --mesh data=2,fsdp=128,tensor=1
+	$(PY) tools/plan.py --devices 64 --config configs/stage2_ov.py
+	$(PY) tools/plan.py --devices 256 --mesh data=2,fsdp=128,tensor=1 --config configs/stage2_ov.py

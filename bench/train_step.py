@@ -1,11 +1,14 @@
-"""Train-step time of the jitted, sharded step vs a straightforward PyTorch step, same dims and weights.
+"""Train-step time of the jitted, sharded step vs a straightforward PyTorch step, same dims and weights,
+and of each attention implementation and the chunked loss vs the plain step ("xla", full logits).
 
 Ours: lladav_jax.train's step (corruption, forward, Eq. 1 loss, backward, clip, AdamW) on a text
-batch. Theirs: transformers' torch Llama with a full attention mask, the same loss written out, then
-torch.nn.utils.clip_grad_norm_ and torch.optim.AdamW. Both train the language model from the same
-weights on the same masks (drawn by our step's RNG) and run alternately on this machine's CPU after a
-warm-up; the first losses are printed side by side as a check. The printed ratio is theirs / ours in
-seconds per step (above 1: ours is faster). Usage: python bench/train_step.py [--hidden 512 ...]
+batch, once per variant of compute.attention_impl / compute.loss_chunk that runs on CPU ("splash" and
+"cudnn" need their TPU / GPU). Theirs: transformers' torch Llama with a full attention mask, the same
+loss written out, then torch.nn.utils.clip_grad_norm_ and torch.optim.AdamW. All train the language
+model from the same weights on the same masks (drawn by our step's RNG) and run alternately on this
+machine's CPU after a warm-up; the first losses are printed side by side as a check. The printed
+ratios are theirs / ours and plain / variant in seconds per step (above 1: the second is faster).
+Usage: python bench/train_step.py [--hidden 512 --seq 4096 --batch 1 ...]
 """
 
 import argparse
@@ -32,14 +35,15 @@ from lladav_jax.train.host_batches import ShardedBatches, SyntheticSource  # noq
 from lladav_jax.train.step import step_inputs  # noqa: E402
 
 
-def make_config(args):
+def make_config(args, attention_impl: str, loss_chunk: int):
   config = tiny.get_config()
   config.model.text.update(dict(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
                                 num_hidden_layers=args.layers, num_attention_heads=args.heads,
                                 num_key_value_heads=args.heads))
   config.model.tokens.update(dict(bos=args.vocab - 12, eos=args.vocab - 11, start_header=args.vocab - 10,
                                   end_header=args.vocab - 9, eot=args.vocab - 8, mask=args.vocab - 1))
-  config.compute.update(dict(dtype="float32", param_dtype="float32", remat_policy=args.remat))
+  config.compute.update(dict(dtype="float32", param_dtype="float32", remat_policy=args.remat,
+                             attention_impl=attention_impl, loss_chunk=loss_chunk))
   config.train.update(dict(global_batch_size=args.batch, micro_batches=1, num_steps=1000))
   config.train.synthetic.update(dict(seq_len=args.seq, max_crops=0, image_fraction=0.0))
   config.optim.update(dict(trainable=("language",), lr=1e-5, warmup_ratio=0.0))
@@ -67,24 +71,28 @@ def main() -> None:
   parser.add_argument("--seq", type=int, default=512)
   parser.add_argument("--batch", type=int, default=4)
   parser.add_argument("--remat", default="none")
+  parser.add_argument("--loss_chunk", type=int, default=128, help="positions per chunk of the chunked loss")
   parser.add_argument("--repeats", type=int, default=5)
   args = parser.parse_args()
 
-  config = make_config(args)
-  model_config = run_config.model_config(config)
-  setup = loop.setup(config, total_steps=1000)
-  state = setup.init()
+  # (attention_impl, loss_chunk) per variant; the first is the plain step.
+  variants = {"plain": ("xla", 0), "blockwise": ("blockwise", 0), "chunked loss": ("xla", args.loss_chunk),
+              "blockwise + chunked loss": ("blockwise", args.loss_chunk)}
+  setups = {name: loop.setup(make_config(args, *options), total_steps=1000) for name, options in variants.items()}
+  setup = setups["plain"]
+  model_config = run_config.model_config(setup.config)
+  states = {name: s.init() for name, s in setups.items()}  # the same seed: the same weights
   source = SyntheticSource(model_config, num_examples=64, seed=0, prompt_tokens=(args.seq // 4, args.seq // 2),
                            response_tokens=(args.seq // 4, args.seq // 2))
   batches = ShardedBatches(source, global_batch=args.batch, rows=(0, args.batch), seq_len=args.seq, max_crops=0)
   hosts = [step_inputs(next(batches), dialogue_causal=False) for _ in range(args.repeats + 1)]
 
   # The same weights in torch, and the masks our step will draw at each step.
-  text_params = jax.device_get(state.params["language_model"])
+  text_params = jax.device_get(states["plain"].params["language_model"])
   entries = key_map.llada_entries(model_config.text, scan=True)
   hf = torch_model(model_config.text, dict(key_map.params_to_hf(text_params, entries)))
   opt = torch.optim.AdamW(hf.parameters(), lr=1e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
-  key = jax.random.wrap_key_data(jax.device_get(state.rng))
+  key = jax.random.wrap_key_data(jax.device_get(states["plain"].rng))
   mask_id = model_config.tokens.mask
 
   def corruption(step, host):
@@ -111,29 +119,34 @@ def main() -> None:
     opt.zero_grad(set_to_none=True)
     return float(loss.detach())
 
-  def ours(state, i):
-    state, metrics = setup.train_step(state, hosts[i])
-    return state, float(metrics["loss"])  # float() waits for the step
+  def ours(name, i):
+    states[name], metrics = setups[name].train_step(states[name], hosts[i])
+    return float(metrics["loss"])  # float() waits for the step
 
-  state, ours_first = ours(state, 0)  # compiles
+  first = {name: ours(name, 0) for name in setups}  # compiles
   theirs_first = theirs(0)
-  ours_times, theirs_times = [], []
-  for i in range(1, args.repeats + 1):  # alternate so both see the same machine state
-    start = time.perf_counter()
-    state, _ = ours(state, i)
-    ours_times.append(time.perf_counter() - start)
+  times = {name: [] for name in list(setups) + ["torch"]}
+  for i in range(1, args.repeats + 1):  # alternate so that all see the same machine state
+    for name in setups:
+      start = time.perf_counter()
+      ours(name, i)
+      times[name].append(time.perf_counter() - start)
     start = time.perf_counter()
     theirs(i)
-    theirs_times.append(time.perf_counter() - start)
+    times["torch"].append(time.perf_counter() - start)
 
-  ours_s, theirs_s = statistics.median(ours_times), statistics.median(theirs_times)
+  seconds = {name: statistics.median(t) for name, t in times.items()}
   print(f"config: hidden {args.hidden}, layers {args.layers}, heads {args.heads}, intermediate "
         f"{args.intermediate}, vocab {args.vocab}, batch {args.batch} x {args.seq} tokens, float32, remat "
-        f"{args.remat}, {jax.devices()[0].platform} ({os.cpu_count()} cores), torch threads {torch.get_num_threads()}")
-  print(f"first-step loss: lladav_jax {ours_first:.5f}, torch {theirs_first:.5f}")
-  print(f"lladav_jax train step (jit): {ours_s * 1e3:9.1f} ms  (median of {args.repeats})")
-  print(f"torch train step (eager):    {theirs_s * 1e3:9.1f} ms  (median of {args.repeats})")
-  print(f"ratio torch / lladav_jax step time: {theirs_s / ours_s:.2f}x")
+        f"{args.remat}, loss chunk {args.loss_chunk}, {jax.devices()[0].platform} ({os.cpu_count()} cores), "
+        f"torch threads {torch.get_num_threads()}")
+  print(f"first-step loss: torch {theirs_first:.5f}, " + ", ".join(f"{n} {v:.5f}" for n, v in first.items()))
+  for name, (impl, chunk) in variants.items():
+    print(f"lladav_jax {name:24s} (attention {impl:9s}, loss chunk {chunk:4d}): {seconds[name] * 1e3:9.1f} ms  "
+          f"(median of {args.repeats}), plain / this: {seconds['plain'] / seconds[name]:.2f}x")
+  print(f"torch train step (eager): {seconds['torch'] * 1e3:9.1f} ms  (median of {args.repeats})")
+  print(f"ratio torch / lladav_jax plain step time: {seconds['torch'] / seconds['plain']:.2f}x")
+  print("not run on cpu: splash (TPU kernel), cudnn (GPU kernel)")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,12 @@ def get_config() -> ConfigDict:
   config.model = run_config.model_section(LLaDAVConfig())
   config.model.max_length = 8192  # spliced sequence length (16384 for OneVision-stage data)
 
-  # How the model computes (not part of the checkpoint); remat_policy: models.compute.REMAT_POLICIES.
-  config.compute = run_config.compute_section(ComputeConfig(dtype="bfloat16", remat_policy="full"))
+  # How the model computes (not part of the checkpoint); remat_policy: models.compute.REMAT_POLICIES,
+  # attention_impl: models.compute.ATTENTION_IMPLS. Blockwise attention and a chunked loss keep the
+  # [L, L] scores and [L, vocab] logits out of memory on every backend (docs/scaling.md); on TPU
+  # "splash" and on GPU "cudnn" are the fused kernels.
+  config.compute = run_config.compute_section(ComputeConfig(dtype="bfloat16", remat_policy="full",
+                                                            attention_impl="blockwise", loss_chunk=1024))
 
   # Device mesh (one size may be -1: all remaining devices) and logical-axis rules.
   config.mesh = ConfigDict(dict(data=1, fsdp=-1, tensor=1))

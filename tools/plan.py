@@ -1,7 +1,7 @@
 """Scaling report: the real 8B train step AOT-compiled for a simulated mesh of N devices.
 
   python tools/plan.py --devices 64 [--config configs/stage2_si.py --seq_len 8192 --crops 10
-                        --micro_batches 4 --mesh data=1,fsdp=64,tensor=1]
+                        --micro_batches 4 --mesh data=1,fsdp=64,tensor=1 --attention xla --loss_chunk 0]
 
 N CPU devices stand in for accelerators (XLA_FLAGS=--xla_force_host_platform_device_count=N): the
 step is lowered on abstract inputs (nothing is allocated) and compiled with XLA's SPMD partitioner,
@@ -9,7 +9,8 @@ then the per-device bytes are read off the shardings (params, optimiser state) a
 program (temporaries: activations, gradients, workspace). FLOPs are the analytic count of
 lladav_jax.train.metrics (XLA's cost analysis counts one iteration of each loop, so it cannot count a
 scanned step). The CPU compiler's buffer assignment stands in for the accelerator's; treat the
-temporaries as an estimate.
+temporaries as an estimate. The fused kernels ("splash", "cudnn") cannot be compiled for CPU:
+"blockwise" is the score-free attention measured here.
 """
 
 import argparse
@@ -22,16 +23,21 @@ def parse_args():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--devices", type=int, required=True)
   parser.add_argument("--config", default="configs/stage2_si.py")
-  parser.add_argument("--seq_len", type=int, default=8192)
+  parser.add_argument("--seq_len", type=int, default=None, help="tokens per row (default: model.max_length)")
   parser.add_argument("--crops", type=int, default=10, help="crop slots per row (vision tower input)")
   parser.add_argument("--micro_batches", type=int, default=0, help="0: one row per device per micro-batch")
   parser.add_argument("--mesh", default="", help="e.g. data=2,fsdp=32,tensor=1 (default: all fsdp)")
   parser.add_argument("--remat", default="", help="override compute.remat_policy")
+  parser.add_argument("--attention", default="", help="override compute.attention_impl")
+  parser.add_argument("--loss_chunk", type=int, default=None, help="override compute.loss_chunk (0: full logits)")
   return parser.parse_args()
 
 
 def main():
   args = parse_args()
+  if args.attention in ("splash", "cudnn"):
+    sys.exit(f"plan.py: --attention {args.attention} is a TPU/GPU kernel and cannot be compiled for the CPU "
+             f"devices that stand in here; 'blockwise' keeps no scores either")
   os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -52,6 +58,12 @@ def main():
     config.mesh.update(dict(data=1, fsdp=-1, tensor=1))
   if args.remat:
     config.compute.remat_policy = args.remat
+  if args.attention:
+    config.compute.attention_impl = args.attention
+  if args.loss_chunk is not None:
+    config.compute.loss_chunk = args.loss_chunk
+  if args.seq_len is None:
+    args.seq_len = config.model.max_length
   batch = config.train.global_batch_size
   config.train.micro_batches = args.micro_batches or max(1, batch // args.devices)
   model_config = run_config.model_config(config)
@@ -84,7 +96,8 @@ def main():
   mesh = dict(setup.mesh.shape)
   print(f"config {args.config}: {sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params)) / 1e9:.2f}B "
         f"params ({config.compute.param_dtype} master, {config.compute.dtype} compute, remat "
-        f"{config.compute.remat_policy}), trainable {tuple(config.optim.trainable)}")
+        f"{config.compute.remat_policy}, attention {config.compute.attention_impl}, loss chunk "
+        f"{config.compute.loss_chunk}), trainable {tuple(config.optim.trainable)}")
   print(f"mesh {mesh} on {args.devices} simulated devices; global batch {batch} x {args.seq_len} tokens, "
         f"{args.crops} crops per row, {config.train.micro_batches} micro-batches "
         f"({batch // config.train.micro_batches // max(1, args.devices // mesh['tensor'])} rows per device each)")

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from lladav_jax.models.llada import KVCache
 from lladav_jax.models.lladav import LLaDAV
+from lladav_jax.models.masks import visible_keys_mask
 
 
 @flax.struct.dataclass
@@ -40,10 +41,6 @@ class Canvas:
 
 def _hidden(module: LLaDAV, embeds, positions, mask, cache):
   return module.language_model.hidden_states(embeds, positions, mask, cache)
-
-
-def _logits(module: LLaDAV, hidden):
-  return module.language_model.logits(hidden)
 
 
 class Denoiser:
@@ -72,7 +69,7 @@ class Denoiser:
 
   def logits(self, hidden: jax.Array) -> jax.Array:
     """Hidden states [B, T, D] -> float32 logits [B, T, vocab_limit]."""
-    return self.model.apply(self.params, hidden, method=_logits)[..., :self.vocab_limit]
+    return self.model.apply(self.params, hidden, method=LLaDAV.head)[..., :self.vocab_limit]
 
   def _canvas_embeds(self, gen_embeds: jax.Array) -> jax.Array:
     c = self.canvas
@@ -85,7 +82,7 @@ class Denoiser:
     region_start is a generated-region offset."""
     c = self.canvas
     embeds = self._canvas_embeds(gen_embeds)
-    mask = c.valid[:, None, None, :]  # every query sees the row's valid keys
+    mask = visible_keys_mask(c.valid, embeds.shape[1])  # every query sees the row's valid keys
     hidden, cache = self.model.apply(self.params, embeds, c.positions, mask, None, method=_hidden)
     return self._region(hidden, c.prompt_length + region_start), cache
 
@@ -108,7 +105,7 @@ class Denoiser:
     outside = (index < window_start) | (index >= window_start + window_length)
     cached_visible = c.valid[:, :cache.length] & outside
     own_visible = jnp.ones((embeds.shape[0], window_length), bool)
-    mask = jnp.concatenate([cached_visible, own_visible], axis=1)[:, None, None, :]
+    mask = visible_keys_mask(jnp.concatenate([cached_visible, own_visible], axis=1), window_length)
     hidden, _ = self.model.apply(self.params, embeds, positions, mask, cache, method=_hidden)
     return self._region(hidden, c.prompt_length + region_start - window_start)
 

@@ -18,7 +18,12 @@ of the embedding because supervised positions are never image positions.
 
 The loss is returned as (numerator, number of samples) so that gradient accumulation can add
 numerators over micro-batches and divide once: the result cannot depend on the split.
+
+`diffusion_loss_terms` takes the logits [B, L, V]; `chunked_diffusion_loss_terms` takes the LM head's
+input and the head and never holds more than one chunk's logits (compute.loss_chunk).
 """
+
+from typing import Callable
 
 import flax.struct
 import jax
@@ -83,6 +88,26 @@ def tokens_per_sample(weights: jax.Array, segment_ids: jax.Array) -> jax.Array:
   return jax.vmap(one_row)(weights, segment_ids)
 
 
+def token_weights(labels: jax.Array, segment_ids: jax.Array,
+                  corruption: Corruption) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
+  """(masked bool [B, L], each token's weight 1 / (p n_s) in the numerator (0 unless masked), counts)."""
+  supervised = supervised_mask(labels, segment_ids)
+  n_supervised = tokens_per_sample(supervised.astype(jnp.float32), segment_ids)
+  masked = corruption.masked & supervised
+  weight = jnp.where(masked, 1.0 / (corruption.p_mask * jnp.maximum(n_supervised, 1.0)), 0.0)
+  counts = dict(masked_tokens=jnp.sum(masked, dtype=jnp.int32),
+                supervised_tokens=jnp.sum(supervised, dtype=jnp.int32))
+  return masked, weight, counts
+
+
+def weighted_cross_entropy(logits: jax.Array, labels: jax.Array, masked: jax.Array, weight: jax.Array) -> jax.Array:
+  """sum over masked tokens of weight * CE; logits [..., V] are cast to float32 (as upstream)."""
+  logits = logits.astype(jnp.float32)
+  log_z = jax.nn.logsumexp(logits, axis=-1)
+  target = jnp.take_along_axis(logits, jnp.where(masked, labels, 0)[..., None], axis=-1)[..., 0]
+  return jnp.sum(jnp.where(masked, log_z - target, 0.0) * weight)
+
+
 def diffusion_loss_terms(logits: jax.Array, labels: jax.Array, segment_ids: jax.Array,
                          corruption: Corruption) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Numerator of the loss (sum over samples of their normalised masked CE) and token counts.
@@ -90,15 +115,42 @@ def diffusion_loss_terms(logits: jax.Array, labels: jax.Array, segment_ids: jax.
   logits: [B, L, V] (cast to float32 for the cross-entropy, as upstream); labels, segment_ids:
   int32 [B, L]. Divide the numerator by `num_samples` of the whole batch for the loss.
   """
-  supervised = supervised_mask(labels, segment_ids)
-  n_supervised = tokens_per_sample(supervised.astype(jnp.float32), segment_ids)
-  logits = logits.astype(jnp.float32)
-  log_z = jax.nn.logsumexp(logits, axis=-1)
-  target = jnp.take_along_axis(logits, jnp.where(supervised, labels, 0)[..., None], axis=-1)[..., 0]
-  cross_entropy = log_z - target
-  masked = corruption.masked & supervised
-  weight = jnp.where(masked, 1.0 / (corruption.p_mask * jnp.maximum(n_supervised, 1.0)), 0.0)
-  numerator = jnp.sum(jnp.where(masked, cross_entropy, 0.0) * weight)
-  counts = dict(masked_tokens=jnp.sum(masked, dtype=jnp.int32),
-                supervised_tokens=jnp.sum(supervised, dtype=jnp.int32))
+  masked, weight, counts = token_weights(labels, segment_ids, corruption)
+  return weighted_cross_entropy(logits, labels, masked, weight), counts
+
+
+def chunked_diffusion_loss_terms(hidden: jax.Array, head: Callable[[jax.Array], jax.Array], labels: jax.Array,
+                                 segment_ids: jax.Array, corruption: Corruption, *,
+                                 chunk: int) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """`diffusion_loss_terms(head(hidden), ...)` without the [B, L, V] logits.
+
+  hidden: [B, L, D], the LM head's input; head: [B, C, D] -> logits [B, C, V]. Each row's masked
+  tokens are moved to its front (the sum does not depend on the order), then the head and the
+  cross-entropy run on `chunk` positions at a time in a scan whose body is rematerialised: the
+  backward pass recomputes one chunk's logits instead of keeping them all. A chunk where no row has
+  a masked token is skipped (its loss and gradients are zero): after the move that is every chunk
+  past the most masked tokens of any row, so the head runs on that many positions (rounded up to
+  whole chunks) instead of L. Prompts, image tokens and padding are never supervised.
+  """
+  masked, weight, counts = token_weights(labels, segment_ids, corruption)
+  b, length = labels.shape
+  order = jnp.argsort(~masked, axis=1, stable=True)  # masked positions first, in order
+  chunks = -(-length // chunk)
+
+  def chunked(x):  # [B, L, ...] -> [chunks, B, chunk, ...], reordered and padded with zeros
+    x = jnp.take_along_axis(x, order.reshape(order.shape + (1,) * (x.ndim - 2)), axis=1)
+    x = jnp.pad(x, ((0, 0), (0, chunks * chunk - length)) + ((0, 0),) * (x.ndim - 2))
+    return jnp.moveaxis(x.reshape((b, chunks, chunk) + x.shape[2:]), 1, 0)
+
+  @jax.checkpoint
+  def chunk_numerator(hidden_c, labels_c, masked_c, weight_c):
+    return jax.lax.cond(jnp.any(masked_c),
+                        lambda: weighted_cross_entropy(head(hidden_c), labels_c, masked_c, weight_c),
+                        lambda: jnp.zeros((), jnp.float32))
+
+  def body(total, xs):
+    return total + chunk_numerator(*xs), None
+
+  numerator, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32),
+                              (chunked(hidden), chunked(labels), chunked(masked), chunked(weight)))
   return numerator, counts

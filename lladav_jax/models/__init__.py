@@ -7,11 +7,11 @@ from lladav_jax.model_config import LLaDAConfig, LLaDAVConfig, ProjectorConfig, 
 from lladav_jax.models.compute import ComputeConfig
 from lladav_jax.models.llada import KVCache, LLaDAModel
 from lladav_jax.models.lladav import LLaDAV
-from lladav_jax.models.masks import make_attention_mask
+from lladav_jax.models.masks import AttentionMask, make_attention_mask, visible_keys_mask
 from lladav_jax.models.projector import Projector
 from lladav_jax.models.siglip import SiglipVisionTower
 
 __all__ = [
-    "ComputeConfig", "KVCache", "LLaDAConfig", "LLaDAModel", "LLaDAV", "LLaDAVConfig", "ProjectorConfig",
-    "Projector", "SiglipConfig", "SiglipVisionTower", "make_attention_mask",
+    "AttentionMask", "ComputeConfig", "KVCache", "LLaDAConfig", "LLaDAModel", "LLaDAV", "LLaDAVConfig",
+    "ProjectorConfig", "Projector", "SiglipConfig", "SiglipVisionTower", "make_attention_mask", "visible_keys_mask",
 ]

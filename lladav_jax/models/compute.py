@@ -1,4 +1,4 @@
-"""How the modules compute, independent of the checkpoint: dtypes, layer scan, remat, attention kernel.
+"""How the modules compute, independent of the checkpoint: dtypes, layer scan, remat, attention, loss chunks.
 
 The remat policies are looked up here by name, so the config's choices and the policies are one table.
 """
@@ -18,20 +18,26 @@ REMAT_POLICIES: dict[str, Callable | None] = {
     "save_attention": jax.checkpoint_policies.save_only_these_names(
         "query_proj", "key_proj", "value_proj", "attention_out"),
 }
-# "xla": plain einsums (portable, materialises the scores); "cudnn": the fused GPU kernel.
-ATTENTION_IMPLS = ("xla", "cudnn")
+# "xla": plain einsums (portable, materialises the scores); "blockwise": flash-style attention in plain
+# JAX (every backend); "splash": the TPU Pallas kernel (no dialogue-causal mask); "cudnn": the fused GPU
+# kernel. models/attention.py says what each takes.
+ATTENTION_IMPLS = ("xla", "blockwise", "splash", "cudnn")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclasses.dataclass(frozen=True)
 class ComputeConfig:
-  """Activation and parameter dtypes, whether layers are one `nn.scan`, remat and attention."""
+  """Activation and parameter dtypes, whether layers are one `nn.scan`, remat, attention and how the
+  training loss applies the LM head."""
 
   dtype: str = "float32"  # activations
   param_dtype: str = "float32"
   scan_layers: bool = True
   remat_policy: str = "none"
   attention_impl: str = "xla"
+  # Positions per chunk when the training loss runs the LM head and the cross-entropy chunk by chunk
+  # (lladav_jax/diffusion/loss.py), so that [B, L, vocab] float32 logits never exist; 0: full logits.
+  loss_chunk: int = 0
 
   def __post_init__(self):
     for name, value, choices in (("dtype", self.dtype, DTYPES),
@@ -40,6 +46,8 @@ class ComputeConfig:
                                  ("attention_impl", self.attention_impl, ATTENTION_IMPLS)):
       if value not in choices:
         raise ValueError(f"compute.{name} = {value!r}; choices: {choices}")
+    if not isinstance(self.loss_chunk, int) or self.loss_chunk < 0:
+      raise ValueError(f"compute.loss_chunk = {self.loss_chunk!r}; a number of positions >= 0 (0: full logits)")
 
   @property
   def activation_dtype(self) -> jnp.dtype:

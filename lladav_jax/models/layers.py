@@ -1,4 +1,4 @@
-"""Building blocks shared by the towers: partitioned dense/norm layers, RoPE, attention, remat."""
+"""Building blocks shared by the towers: partitioned dense/norm layers, RoPE, remat, layer stacks."""
 
 import functools
 from typing import Sequence
@@ -103,27 +103,6 @@ def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
   cos = cos[:, :, None, :].astype(x.dtype)
   sin = sin[:, :, None, :].astype(x.dtype)
   return x * cos + rotated * sin
-
-
-def attention(query: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array | None,
-              impl: str) -> jax.Array:
-  """Scaled dot-product attention with a float32 softmax; grouped key/value heads allowed.
-
-  query: [B, L, H, Dh]; key/value: [B, S, KVH, Dh]; mask: bool [B, 1, L, S] (True = attend).
-  "xla" is plain einsums (portable, materialises the [L, S] scores); "cudnn" is the fused kernel.
-  """
-  if impl == "cudnn":
-    return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation="cudnn")
-  b, length, heads, head_dim = query.shape
-  kv_heads = key.shape[2]
-  query = query.reshape(b, length, kv_heads, heads // kv_heads, head_dim)
-  scores = jnp.einsum("blkgd,bskd->bkgls", query, key, preferred_element_type=jnp.float32)
-  scores = scores * (head_dim ** -0.5)
-  if mask is not None:
-    scores = jnp.where(mask[:, :, None], scores, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(scores, axis=-1).astype(value.dtype)
-  out = jnp.einsum("bkgls,bskd->blkgd", probs, value)
-  return out.reshape(b, length, heads, head_dim)
 
 
 def tag(x: jax.Array, name: str) -> jax.Array:

@@ -6,8 +6,8 @@ Parameter names follow the Hugging Face LLaMA layout (`embed_tokens`, `layers.N.
 Every layer returns its input's keys/values (after RoPE) with its output, so `hidden_states` always
 gives (hidden, KVCache); a forward that does not use them lets XLA drop them. Given a `KVCache` of
 S earlier keys/values per layer, the L input positions attend to [cached S ; their own L] keys
-under a caller-built mask [B, 1, L, S + L]. Which cached entries a query may see (e.g. not the
-stale copies of positions that are being recomputed) is entirely the mask's business.
+under a caller-built mask over S + L keys (models/masks.py). Which cached entries a query may see
+(e.g. not the stale copies of positions that are being recomputed) is entirely the mask's business.
 """
 
 import flax.linen as nn
@@ -18,7 +18,9 @@ import jax.numpy as jnp
 from lladav_jax import sharding
 from lladav_jax.model_config import LLaDAConfig
 from lladav_jax.models import layers
+from lladav_jax.models.attention import dot_product_attention
 from lladav_jax.models.compute import ComputeConfig
+from lladav_jax.models.masks import AttentionMask
 
 
 _TOKENS = (sharding.ACT_BATCH, sharding.ACT_LENGTH, sharding.ACT_EMBED)
@@ -41,7 +43,7 @@ class LLaDAAttention(nn.Module):
   compute: ComputeConfig
 
   @nn.compact
-  def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array | None,
+  def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: AttentionMask | None,
                cache: KVCache | None = None) -> tuple[jax.Array, KVCache]:
     """(attention output, this input's keys/values); `cache` holds one layer's earlier keys/values."""
     cfg, dtype, pdt = self.config, self.compute.activation_dtype, self.compute.weight_dtype
@@ -60,7 +62,7 @@ class LLaDAAttention(nn.Module):
     if cache is not None:
       keys = jnp.concatenate([cache.key.astype(k.dtype), k], axis=1)
       values = jnp.concatenate([cache.value.astype(v.dtype), v], axis=1)
-    out = layers.attention(q, keys, values, mask, self.compute.attention_impl)
+    out = dot_product_attention(q, keys, values, mask, self.compute.attention_impl)
     out = layers.tag(out.reshape(b, length, heads * head_dim), "attention_out")
     out = layers.dense(cfg.hidden_size, (sharding.HEADS, sharding.EMBED), name="o_proj", **kw)(out)
     return out, KVCache(k, v)
@@ -124,12 +126,12 @@ class LLaDAModel(nn.Module):
     embeds = self.embed_tokens(token_ids)
     return layers.constrain(embeds, _TOKENS)
 
-  def hidden_states(self, embeds: jax.Array, positions: jax.Array, mask: jax.Array | None,
+  def hidden_states(self, embeds: jax.Array, positions: jax.Array, mask: AttentionMask | None,
                     cache: KVCache | None = None) -> tuple[jax.Array, KVCache]:
-    """embeds: [B, L, D]; positions: int[B, L]; mask: bool[B, 1, L, L] or None
+    """embeds: [B, L, D]; positions: int[B, L]; mask over L keys or None (all see all)
     -> (normed [B, L, D], KVCache of the L input positions).
 
-    With `cache` (S positions per layer) the mask is bool[B, 1, L or 1, S + L] over [cached ; own] keys.
+    With `cache` (S positions per layer) the mask's keys are the S + L [cached ; own] ones.
     """
     cos, sin = layers.rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
     x = layers.constrain(embeds.astype(self.compute.activation_dtype), _TOKENS)
@@ -140,7 +142,7 @@ class LLaDAModel(nn.Module):
     logits = self.lm_head(hidden)
     return layers.constrain(logits, (sharding.ACT_BATCH, sharding.ACT_LENGTH, sharding.ACT_VOCAB))
 
-  def __call__(self, embeds: jax.Array, positions: jax.Array, mask: jax.Array | None) -> jax.Array:
+  def __call__(self, embeds: jax.Array, positions: jax.Array, mask: AttentionMask | None) -> jax.Array:
     """embeds [B, L, D] -> float32 logits [B, L, V]."""
     hidden, _ = self.hidden_states(embeds, positions, mask)
     return self.logits(hidden)

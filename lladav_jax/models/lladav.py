@@ -72,25 +72,44 @@ class LLaDAV(nn.Module):
     embeds = jnp.where(image_mask[..., None], image_embeds.astype(embeds.dtype), embeds)
     return layers.constrain(embeds, (sharding.ACT_BATCH, sharding.ACT_LENGTH, sharding.ACT_EMBED))
 
-  def logits_from_embeddings(self, embeds: jax.Array, positions: jax.Array | None = None,
-                             segment_ids: jax.Array | None = None,
-                             turn_ids: jax.Array | None = None) -> jax.Array:
-    """Language tower on spliced embeddings. No segment ids = one unpadded segment per row."""
+  def final_hidden_from_embeddings(self, embeds: jax.Array, positions: jax.Array | None = None,
+                                   segment_ids: jax.Array | None = None,
+                                   turn_ids: jax.Array | None = None) -> jax.Array:
+    """Language tower on spliced embeddings -> the LM head's input [B, L, D] (after the final norm).
+    No segment ids = one unpadded segment per row."""
     b, length = embeds.shape[:2]
     if positions is None:
       positions = default_positions(b, length)
     mask = None if segment_ids is None and turn_ids is None else make_attention_mask(
         jnp.ones((b, length), jnp.int32) if segment_ids is None else segment_ids, turn_ids)
-    return self.language_model(embeds, positions, mask)
+    hidden, _ = self.language_model.hidden_states(embeds, positions, mask)
+    return hidden
+
+  def head(self, hidden: jax.Array) -> jax.Array:
+    """The LM head: [B, L, D] -> float32 logits [B, L, V]."""
+    return self.language_model.logits(hidden)
+
+  def logits_from_embeddings(self, embeds: jax.Array, positions: jax.Array | None = None,
+                             segment_ids: jax.Array | None = None,
+                             turn_ids: jax.Array | None = None) -> jax.Array:
+    """Language tower and head on spliced embeddings. No segment ids = one unpadded segment per row."""
+    return self.head(self.final_hidden_from_embeddings(embeds, positions, segment_ids, turn_ids))
+
+  def final_hidden_states(self, input_ids: jax.Array, positions: jax.Array | None = None,
+                          segment_ids: jax.Array | None = None, image_mask: jax.Array | None = None,
+                          image_index: jax.Array | None = None, image_weight: jax.Array | None = None,
+                          pixel_values: jax.Array | None = None, turn_ids: jax.Array | None = None) -> jax.Array:
+    """`__call__` without the LM head: [B, L, D], for a loss that applies the head chunk by chunk."""
+    embeds = self.embed_inputs(input_ids, image_mask, image_index, image_weight, pixel_values)
+    return self.final_hidden_from_embeddings(embeds, positions, segment_ids, turn_ids)
 
   def __call__(self, input_ids: jax.Array, positions: jax.Array | None = None,
                segment_ids: jax.Array | None = None, image_mask: jax.Array | None = None,
                image_index: jax.Array | None = None, image_weight: jax.Array | None = None,
                pixel_values: jax.Array | None = None, turn_ids: jax.Array | None = None) -> jax.Array:
     """Logits [B, L, V]. Passing `turn_ids` selects the "dialogue causal" mask (see masks.py)."""
-    embeds = self.embed_inputs(input_ids, image_mask, image_index, image_weight, pixel_values)
-    return self.logits_from_embeddings(embeds, positions, segment_ids, turn_ids)
-
+    return self.head(self.final_hidden_states(input_ids, positions, segment_ids, image_mask, image_index,
+                                              image_weight, pixel_values, turn_ids))
 
 
 def init_inputs(config: LLaDAVConfig) -> dict[str, jax.ShapeDtypeStruct]:

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from lladav_jax import sharding
 from lladav_jax.model_config import SiglipConfig
 from lladav_jax.models import layers
+from lladav_jax.models.attention import dot_product_attention
 from lladav_jax.models.compute import ComputeConfig
 
 _TOKENS = (sharding.ACT_BATCH, sharding.ACT_LENGTH, sharding.ACT_EMBED)
@@ -62,7 +63,7 @@ class SiglipAttention(nn.Module):
     q = split(layers.dense(width, (sharding.EMBED, sharding.HEADS), name="q_proj", **kw)(x))
     k = split(layers.dense(width, (sharding.EMBED, sharding.HEADS), name="k_proj", **kw)(x))
     v = split(layers.dense(width, (sharding.EMBED, sharding.HEADS), name="v_proj", **kw)(x))
-    out = layers.attention(q, k, v, None, self.compute.attention_impl).reshape(n, length, width)
+    out = dot_product_attention(q, k, v, None, self.compute.attention_impl).reshape(n, length, width)
     return layers.dense(width, (sharding.HEADS, sharding.EMBED), name="out_proj", **kw)(out)
 
 

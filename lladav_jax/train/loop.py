@@ -79,7 +79,11 @@ def setup(config: ConfigDict, total_steps: int, devices=None) -> TrainSetup:
   if train.global_batch_size % train.micro_batches:
     raise ValueError(f"train.global_batch_size {train.global_batch_size} is not divisible by "
                      f"train.micro_batches {train.micro_batches}")
-  model = LLaDAV(model_config, run_config.compute_config(config))
+  compute = run_config.compute_config(config)
+  if train.dialogue_causal and compute.attention_impl == "splash":
+    raise ValueError("train.dialogue_causal needs the turn-causal mask, which compute.attention_impl = 'splash' "
+                     "cannot express; use 'blockwise', 'xla' or 'cudnn'")
+  model = LLaDAV(model_config, compute)
   mesh = sharding.create_mesh(config.mesh.to_dict(), devices)
   rules = sharding.normalize_rules(config.logical_axis_rules)
   shards = batch_shards(mesh, rules)

@@ -3,7 +3,8 @@
 The masks of step s come from fold_in(state.rng, s) and are drawn for the whole global batch before
 it is split into micro-batches, so neither a restart nor the micro-batch split changes them. Micro-
 batches are scanned; the carry adds loss numerators and gradients and they are divided once by the
-batch's number of samples (Eq. 1's normaliser), so the split cannot change the update. Gradients are
+batch's number of samples (Eq. 1's normaliser), so the split cannot change the update. With
+`compute.loss_chunk` the LM head runs inside the chunked loss (no [B, L, V] logits). Gradients are
 taken only with respect to trainable parameters. A step whose loss or gradient norm is not finite
 leaves params and optimiser state untouched and is counted.
 """
@@ -53,12 +54,18 @@ def make_train_step(model: LLaDAV, tx: optax.GradientTransformation, trainable: 
   reports the base learning rate at the update count.
   """
   mask_id = model.config.tokens.mask
+  loss_chunk = model.compute.loss_chunk
 
   def micro_numerator(trainable_params, frozen_params, micro):
-    params = traverse_util.unflatten_dict({**frozen_params, **trainable_params})
+    variables = {"params": traverse_util.unflatten_dict({**frozen_params, **trainable_params})}
     inputs = model_inputs(micro, dialogue_causal=dialogue_causal)
-    logits = model.apply({"params": params}, **inputs)
     corruption = diffusion_loss.Corruption(masked=micro["masked"], p_mask=micro["p_mask"])
+    if loss_chunk:
+      hidden = model.apply(variables, **inputs, method=LLaDAV.final_hidden_states)
+      head = lambda h: model.apply(variables, h, method=LLaDAV.head)
+      return diffusion_loss.chunked_diffusion_loss_terms(hidden, head, micro[LABELS], micro[SEGMENT_IDS],
+                                                         corruption, chunk=loss_chunk)
+    logits = model.apply(variables, **inputs)
     return diffusion_loss.diffusion_loss_terms(logits, micro[LABELS], micro[SEGMENT_IDS], corruption)
 
   grad_fn = jax.value_and_grad(micro_numerator, has_aux=True)

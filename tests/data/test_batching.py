@@ -161,7 +161,7 @@ def test_packed_segments_never_see_each_other(tokenizer, folder):
   starts = np.cumsum([0] + lengths)
   np.testing.assert_array_equal(packed["segment_ids"][0, :starts[-1]], np.repeat(np.arange(1, 4), lengths))
   np.testing.assert_array_equal(packed["positions"][0, :starts[-1]], np.concatenate([np.arange(n) for n in lengths]))
-  mask = np.asarray(make_attention_mask(packed["segment_ids"], None))[0, 0]
+  mask = np.asarray(make_attention_mask(packed["segment_ids"], None).dense())[0, 0]
   seg = packed["segment_ids"][0]
   assert not (mask & (seg[:, None] != seg[None, :]) & (seg[:, None] > 0)).any()
   alone = batching.make_batch([[s] for s in samples], 3, (2048,), (2,), CONFIG)

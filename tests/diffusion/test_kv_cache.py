@@ -11,6 +11,7 @@ import pytest
 from lladav_jax.diffusion.generation import generate
 from lladav_jax.diffusion.settings import SamplerSettings
 from lladav_jax.models.llada import LLaDAModel
+from lladav_jax.models.masks import visible_keys_mask
 from tests import tiny
 from tests.diffusion import common, numpy_llada
 from tests.diffusion.reference import reference_decode
@@ -53,15 +54,14 @@ def test_cached_window_forward_matches_numpy_with_stale_keys(compute):
   def hidden(embeds, pos, mask, cache):
     return model.apply(variables, embeds, pos, mask, cache, method=LLaDAModel.hidden_states)
 
-  full_mask = jnp.asarray(valid)[None, None, None, :]
+  full_mask = visible_keys_mask(jnp.asarray(valid)[None], length)
   _, cache = jax.jit(hidden)(jnp.asarray(then)[None], jnp.asarray(positions)[None], full_mask, None)
   assert cache.key.shape == (TEXT.num_hidden_layers, 1, length, TEXT.num_key_value_heads, TEXT.head_dim)
   window = slice(start, start + width)
   outside = np.ones(length, bool)
   outside[window] = False
-  mask = np.concatenate([valid & outside, np.ones(width, bool)])[None, None, None, :]
-  h, _ = jax.jit(hidden)(jnp.asarray(now[window])[None], jnp.asarray(positions[window])[None],
-                         jnp.asarray(mask), cache)
+  mask = visible_keys_mask(jnp.asarray(np.concatenate([valid & outside, np.ones(width, bool)]))[None], width)
+  h, _ = jax.jit(hidden)(jnp.asarray(now[window])[None], jnp.asarray(positions[window])[None], mask, cache)
   got = np.asarray(model.apply(variables, h, method=LLaDAModel.logits))[0]
   recompute = ~outside
   expected = numpy_llada.forward(_lm_params(), TEXT, now, positions, valid, stale=(then, recompute))[window]

@@ -1,8 +1,10 @@
-"""Run with 8 host devices: the sharded forward equals the single-device one, and params shard.
+"""Run with 8 host devices: the sharded forward equals the single-device plain ("xla") one, and
+params shard. The sharded run uses the attention implementation given (default "xla").
 
 Used by test_sharded_forward.py in a subprocess (XLA_FLAGS must be set before jax starts).
 """
 
+import dataclasses
 import sys
 
 import flax.linen as nn
@@ -19,7 +21,7 @@ from lladav_jax.train.state import sharded_init
 from tests import tiny
 
 
-def main(data: int, fsdp: int, tensor: int) -> None:
+def main(data: int, fsdp: int, tensor: int, attention_impl: str = "xla") -> None:
   jax.config.update("jax_default_matmul_precision", "highest")
   assert jax.device_count() == 8, jax.devices()
   config, compute = tiny.LLADAV, tiny.F32
@@ -33,24 +35,27 @@ def main(data: int, fsdp: int, tensor: int) -> None:
   ] * 2  # 8 rows, so that every mesh here can split the batch
   seq_len, max_crops = 2064, 4
   batch = model_inputs(collate([[s] for s in samples], seq_len, max_crops, config))
-  model = LLaDAV(config, compute)
+  model = LLaDAV(config, dataclasses.replace(compute, attention_impl=attention_impl))
+  plain = LLaDAV(config, compute)
 
   # Params initialised straight into their shardings, as training does.
   _, _, _, state_shardings, init = sharded_init(model, lambda params: (optax.set_to_zero(), None), mesh, rules, seed=0)
   params, param_shardings = {"params": init().params}, {"params": state_shardings.params}
   batch_shardings = {k: sharding.batch_sharding(mesh, v.ndim, rules) for k, v in batch.items()}
   sharded_batch = jax.device_put(batch, batch_shardings)
-  def forward(params, batch):
-    return model.apply(params, **batch)
+  def forward(module, params, batch):
+    return module.apply(params, **batch)
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.normalize_rules(rules)):
-    logits = jax.jit(forward, in_shardings=(param_shardings, batch_shardings))(params, sharded_batch)
+    logits = jax.jit(lambda p, b: forward(model, p, b), in_shardings=(param_shardings, batch_shardings))(
+        params, sharded_batch)
   assert not logits.sharding.is_fully_replicated, logits.sharding
 
   # The same computation on one device, from the same parameter values.
   host_params = jax.device_get(params)
   one_device = jax.devices()[0]
-  reference = jax.jit(forward)(jax.device_put(host_params, one_device), jax.device_put(batch, one_device))
+  reference = jax.jit(lambda p, b: forward(plain, p, b))(jax.device_put(host_params, one_device),
+                                                          jax.device_put(batch, one_device))
   np.testing.assert_allclose(np.asarray(logits), np.asarray(reference), atol=1e-5, rtol=1e-5)
 
   # Large parameters are split across devices, not replicated.
@@ -64,8 +69,8 @@ def main(data: int, fsdp: int, tensor: int) -> None:
                      ("projector", p["mm_projector"]["linear_1"]["kernel"])]:
     fraction = sharding.sharded_fraction(leaf)
     assert abs(fraction - expected) < 1e-9, (name, fraction, leaf.sharding)
-  print("sharded forward OK", dict(data=data, fsdp=fsdp, tensor=tensor))
+  print("sharded forward OK", dict(data=data, fsdp=fsdp, tensor=tensor), attention_impl)
 
 
 if __name__ == "__main__":
-  main(*map(int, sys.argv[1:4]))
+  main(*map(int, sys.argv[1:4]), *sys.argv[4:5])

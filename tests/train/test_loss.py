@@ -139,3 +139,69 @@ def test_a_supervised_mask_token_counts_as_masked_like_upstream():
   labels[:, 20] = 99
   _, c = diffusion_loss.corrupt(jax.random.key(1), *map(jnp.asarray, (input_ids, labels, segment_ids)), mask_id=99)
   assert np.asarray(c.masked)[:, 20].all()
+
+
+def head_case(seed, width=8):
+  """A random case whose logits come from hidden states [B, L, D] and a head kernel [D, V]."""
+  _, labels, segment_ids, masked, p_mask = random_case(seed, packed=True)
+  rng = np.random.default_rng(seed + 100)
+  hidden = jnp.asarray(rng.normal(0, 1, labels.shape + (width,)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(0, 1, (width, VOCAB)), jnp.float32)
+  corruption = diffusion_loss.Corruption(masked=jnp.asarray(masked), p_mask=jnp.asarray(p_mask))
+  return hidden, kernel, jnp.asarray(labels), jnp.asarray(segment_ids), corruption
+
+
+def unchunked_numerator(hidden, kernel, labels, segment_ids, corruption):
+  return diffusion_loss.diffusion_loss_terms(hidden @ kernel, labels, segment_ids, corruption)[0]
+
+
+def chunked_numerator(hidden, kernel, labels, segment_ids, corruption, chunk):
+  return diffusion_loss.chunked_diffusion_loss_terms(hidden, lambda h: h @ kernel, labels, segment_ids, corruption,
+                                                     chunk=chunk)[0]
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 8, 64], ids=["chunk1", "chunk5", "chunk8", "one_chunk"])
+def test_chunked_loss_and_gradients_equal_the_full_logits_loss(chunk):
+  hidden, kernel, labels, segment_ids, corruption = head_case(5)
+  want, want_grads = jax.value_and_grad(unchunked_numerator, argnums=(0, 1))(hidden, kernel, labels, segment_ids,
+                                                                              corruption)
+  got, got_grads = jax.jit(jax.value_and_grad(chunked_numerator, argnums=(0, 1)), static_argnums=5)(
+      hidden, kernel, labels, segment_ids, corruption, chunk)
+  # Another summation order of the same float32 terms (the masked tokens are moved to the front).
+  np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
+  for got_grad, want_grad in zip(got_grads, want_grads):
+    np.testing.assert_allclose(np.asarray(got_grad), np.asarray(want_grad), atol=1e-6)
+  assert np.abs(np.asarray(want_grads[0])).max() > 1e-2  # the gradients are not trivially zero
+
+
+def test_chunked_loss_runs_the_head_only_on_chunks_with_masked_tokens():
+  hidden, kernel, labels, segment_ids, corruption = head_case(6)
+  calls = []
+
+  def head(h):
+    jax.debug.callback(lambda: calls.append(1))
+    return h @ kernel
+
+  chunk = 3
+  diffusion_loss.chunked_diffusion_loss_terms(hidden, head, labels, segment_ids, corruption, chunk=chunk)
+  masked = np.asarray(corruption.masked & diffusion_loss.supervised_mask(labels, segment_ids))
+  needed = -(-masked.sum(axis=1).max() // chunk)  # the most masked tokens of any row, in chunks
+  assert len(calls) == needed < -(-labels.shape[1] // chunk)
+
+
+def test_chunked_loss_compiles_to_less_memory_than_the_logits():
+  """The CPU compiler's buffer assignment: the full loss needs more than half the float32 logits
+  [B, L, V], the chunked one less (one chunk's logits is 1/16 of them)."""
+  rows, length, width, vocab = 2, 1024, 64, 4096
+  spec = jax.ShapeDtypeStruct
+  args = (spec((rows, length, width), jnp.float32), spec((width, vocab), jnp.float32),
+          spec((rows, length), jnp.int32), spec((rows, length), jnp.int32),
+          diffusion_loss.Corruption(masked=spec((rows, length), jnp.bool_), p_mask=spec((rows, length), jnp.float32)))
+
+  def temporaries(numerator):
+    compiled = jax.jit(jax.grad(numerator, argnums=(0, 1))).lower(*args).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  bound = rows * length * vocab * 4 // 2
+  assert temporaries(unchunked_numerator) > bound
+  assert temporaries(lambda *a: chunked_numerator(*a, chunk=length // 16)) < bound

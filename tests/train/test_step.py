@@ -26,10 +26,13 @@ def batches_for(config):
 
 
 @functools.lru_cache(maxsize=None)
-def cached_plan(micro_batches=1, dialogue_causal=False, trainable=("vision", "projector", "language"), lr=1e-3):
-  """Plans (and their compiled steps) are shared between tests: compiling dominates their time."""
+def cached_plan(micro_batches=1, dialogue_causal=False, trainable=("vision", "projector", "language"), lr=1e-3,
+                compute=()):
+  """Plans (and their compiled steps) are shared between tests: compiling dominates their time.
+  `compute`: (field, value) pairs over the config's compute section."""
   config = common.run_config(micro_batches=micro_batches, dialogue_causal=dialogue_causal)
   config.optim.update(dict(trainable=trainable, lr=lr, vision_lr=lr, warmup_ratio=0.0))
+  config.compute.update(dict(compute))
   return config, loop.setup(config, 10, devices=jax.devices()[:1])
 
 
@@ -72,8 +75,8 @@ def test_step_loss_is_eq1_on_the_models_logits(dialogue_causal):
   assert host["image_mask"].any(), "the batch should exercise the vision path"
 
 
-def first_update(micro_batches):
-  plan, batches, state = setup(micro_batches=micro_batches)
+def first_update(micro_batches, compute=()):
+  plan, batches, state = setup(micro_batches=micro_batches, compute=compute)
   state, metrics = run_step(plan, state, next(batches))
   return jax.device_get(state), jax.device_get(metrics)
 
@@ -88,24 +91,38 @@ def adam_moments(opt_state):
   return out
 
 
+def assert_same_update(state, metrics, reference_state, reference_metrics):
+  """Same terms summed in another order: float32 rounding only."""
+  np.testing.assert_allclose(metrics["loss"], reference_metrics["loss"], rtol=1e-5)
+  np.testing.assert_allclose(metrics["grad_norm"], reference_metrics["grad_norm"], rtol=1e-4)
+  reference, moments = adam_moments(reference_state.opt_state), adam_moments(state.opt_state)
+  assert reference and moments.keys() == reference.keys()
+  # mu = (1 - b1) g, nu = (1 - b2) g^2 of the clipped gradient. Some gradients are exactly zero in
+  # theory (key biases: softmax ignores them) and rounding noise in practice, hence an absolute
+  # floor relative to the largest entry of the same moment.
+  scale = {kind: max(np.abs(v).max() for k, v in reference.items() if kind in k) for kind in ("mu", "nu")}
+  for k in reference:
+    atol = 1e-5 * scale["mu" if "mu" in k else "nu"]
+    np.testing.assert_allclose(moments[k], reference[k], rtol=1e-4, atol=atol, err_msg=str(k))
+
+
 def test_gradient_accumulation_does_not_change_the_update():
-  reference_state, reference_metrics = first_update(1)
-  reference = adam_moments(reference_state.opt_state)
-  assert reference
+  reference = first_update(1)
   for micro_batches in (2, 4):
-    state, metrics = first_update(micro_batches)
-    # Same terms summed in another order: float32 rounding only.
-    np.testing.assert_allclose(metrics["loss"], reference_metrics["loss"], rtol=1e-5)
-    np.testing.assert_allclose(metrics["grad_norm"], reference_metrics["grad_norm"], rtol=1e-4)
-    moments = adam_moments(state.opt_state)
-    assert moments.keys() == reference.keys()
-    # mu = (1 - b1) g, nu = (1 - b2) g^2 of the clipped gradient. Some gradients are exactly zero in
-    # theory (key biases: softmax ignores them) and rounding noise in practice, hence an absolute
-    # floor relative to the largest entry of the same moment.
-    scale = {kind: max(np.abs(v).max() for k, v in reference.items() if kind in k) for kind in ("mu", "nu")}
-    for k in reference:
-      atol = 1e-5 * scale["mu" if "mu" in k else "nu"]
-      np.testing.assert_allclose(moments[k], reference[k], rtol=1e-4, atol=atol, err_msg=str(k))
+    assert_same_update(*first_update(micro_batches), *reference)
+
+
+# The plain path: the [L, L] scores and full [B, L, V] logits.
+PLAIN = (("attention_impl", "xla"), ("loss_chunk", 0))
+
+
+@pytest.mark.parametrize("compute", [
+    (("attention_impl", "blockwise"), ("loss_chunk", 0)),
+    (("attention_impl", "xla"), ("loss_chunk", 16)),
+    pytest.param((("attention_impl", "splash"), ("loss_chunk", 24)), marks=pytest.mark.slow),
+], ids=["blockwise", "chunked_loss", "splash_chunked_loss"])
+def test_attention_and_loss_implementations_do_not_change_the_update(compute):
+  assert_same_update(*first_update(1, compute), *first_update(1, PLAIN))
 
 
 def test_stage1_trains_only_the_projector():

@@ -36,6 +36,21 @@ def test_a_bad_choice_in_a_config_fails_at_load():
     run_config.model_config(config)
   with pytest.raises(ValueError, match="unknown mesh axis 'model'"):
     sharding.normalize_rules([["embed", "model"]])
+  for field, value in (("attention_impl", "flash"), ("loss_chunk", -1)):
+    config = importlib.import_module("configs.tiny").get_config()
+    config.compute[field] = value
+    with pytest.raises(ValueError, match=f"compute.{field}"):
+      run_config.compute_config(config)
+
+
+def test_splash_attention_with_the_dialogue_causal_mask_fails_at_setup():
+  from lladav_jax.train import loop
+
+  config = importlib.import_module("configs.tiny").get_config()
+  config.compute.attention_impl = "splash"
+  config.train.dialogue_causal = True
+  with pytest.raises(ValueError, match="train.dialogue_causal .* compute.attention_impl = 'splash'"):
+    loop.setup(config, total_steps=1)
 
 
 # Paper Table 1 and the upstream scripts: (global batch, trainable parts, lr, vision lr, max length,
