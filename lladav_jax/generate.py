@@ -1,8 +1,9 @@
-"""Ask LLaDA-V about images: `python -m lladav_jax.generate --checkpoint DIR --image a.jpg --prompt "..."`.
+"""Ask LLaDA-V about images or a video: `python -m lladav_jax.generate --checkpoint DIR --image a.jpg --prompt "..."`
+(or `--video clip.mp4`).
 
 Loads a converted checkpoint, a LLaDA-V Hugging Face directory or a training workdir, builds the
-prompt exactly as upstream's inference path does (llava_llada chat template), decodes with the jitted
-sampler and prints the answer. `--chat` keeps a multi-turn conversation going on stdin; `--trace`
+prompt exactly as upstream's inference path does (llava_llada chat template; images and videos as
+its evaluation wrapper lays them out), decodes with the jitted sampler and prints the answer. `--chat` keeps a multi-turn conversation going on stdin; `--trace`
 shows the order in which the answer was unmasked (coloured terminal text; `--trace-file x.html|x.png` too).
 """
 
@@ -18,8 +19,9 @@ from lladav_jax.data.prompts import THINK_TAGS, build_chat_prompt
 from lladav_jax.data.records import ASSISTANT, USER, Message
 from lladav_jax.data.tokenizer import IMAGE_TEXT, TokenizerError
 from lladav_jax.diffusion.generation import generate
-from lladav_jax.images import load_image
-from lladav_jax.images.crops import inference_visuals
+from lladav_jax.images import ImageDecodeError, load_image
+from lladav_jax.images.crops import inference_visuals, video_placeholder_visuals, video_visual
+from lladav_jax.images.video import VideoError, decode_frames, frame_count, sample_frames
 from lladav_jax.models import ComputeConfig, LLaDAV
 from lladav_jax.samples import build_sample
 
@@ -34,10 +36,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--tokenizer", help="tokenizer directory (default: the checkpoint's tokenizer/ or the "
                  "checkpoint directory itself)")
   p.add_argument("--image", action="append", default=[], help="image file (repeatable)")
+  p.add_argument("--video", help="video file (instead of images); frames read as upstream's evaluation reads them")
   p.add_argument("--prompt", help="the question (without --chat: required)")
   p.add_argument("--keep-image-newline", action="store_true",
                  help="keep the \"\\n\" after <image> as training does (upstream's inference drops it)")
   cli.add_decoding_flags(p, defaults=f"{DEFAULT_LENGTH}, no stop string, no think tag")
+  cli.add_video_flags(p.add_argument_group("video"))
   p.add_argument("--chat", action="store_true", help="interactive multi-turn chat on stdin")
   p.add_argument("--trace", action="store_true", help="print the unmasking order step by step")
   p.add_argument("--trace-file", help="also write the trace picture to this .html or .png file")
@@ -64,7 +68,13 @@ class Session:
     self.settings = cli.sampler_settings(args, self.tokenizer, self.config.tokens.eot, gen_length=DEFAULT_LENGTH,
                                          steps=DEFAULT_LENGTH, block_length=DEFAULT_LENGTH)
     self.think = cli.think_mode(args, None)
-    self.visuals = inference_visuals([load_image(path) for path in args.image], self.config)
+    if args.video:
+      video = cli.video_settings(args)
+      frames = decode_frames(args.video, sample_frames(frame_count(args.video), video))
+      self.visuals = video_placeholder_visuals(video_visual(frames, self.config, pool_mode=video.pool_mode),
+                                               video.token_strategy)
+    else:
+      self.visuals = inference_visuals([load_image(path) for path in args.image], self.config)
     self.messages: list[Message] = []
 
   def ask(self, question: str) -> str:
@@ -103,10 +113,16 @@ def main(argv: Sequence[str] | None = None) -> None:
   for path in args.image:
     if not pathlib.Path(path).is_file():
       raise SystemExit(f"image not found: {path}")
+  if args.video and args.image:
+    raise SystemExit("--video and --image cannot be combined: a question has images or one video")
+  if args.video and not pathlib.Path(args.video).is_file():
+    raise SystemExit(f"video not found: {args.video}")
+  if args.max_frames < 1:
+    raise SystemExit(f"--max-frames must be at least 1, got {args.max_frames}")
   cli.set_platform_flags()
   try:
     session = Session(args)
-  except TokenizerError as e:
+  except (TokenizerError, ImageDecodeError, VideoError) as e:
     raise SystemExit(str(e)) from None
   if not args.chat:
     print(session.ask(args.prompt))
