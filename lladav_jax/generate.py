@@ -1,10 +1,10 @@
-"""Ask LLaDA-V about images or a video: `python -m lladav_jax.generate --checkpoint DIR --image a.jpg --prompt "..."`
-(or `--video clip.mp4`).
+"""Ask LLaDA-V about images or a video: `python -m lladav_jax.generate --checkpoint DIR --image a.jpg --prompt ..`.
 
 Loads a converted checkpoint, a LLaDA-V Hugging Face directory or a training workdir, builds the
-prompt exactly as upstream's inference path does (llava_llada chat template; images and videos as
-its evaluation wrapper lays them out), decodes with the jitted sampler and prints the answer. `--chat` keeps a multi-turn conversation going on stdin; `--trace`
-shows the order in which the answer was unmasked (coloured terminal text; `--trace-file x.html|x.png` too).
+prompt exactly as upstream's inference path does (llava_llada chat template; images and videos, with
+`--video clip.mp4`, as its evaluation wrapper lays them out), decodes with the jitted sampler and
+prints the answer. `--chat` keeps a multi-turn conversation going on stdin; `--trace` shows the order
+in which the answer was unmasked (coloured terminal text; `--trace-file x.html|x.png` too).
 """
 
 import argparse

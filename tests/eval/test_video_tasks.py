@@ -106,9 +106,9 @@ def test_videomme_end_to_end(setup, videomme, tmp_path):
   records, failures = load_task_records(task, [str(path)])
   assert [r.question for r in records][0] == (
       f"{OPTION_PROMPT}\nWhat happens in fJ9rUzIMcZQ?\nA. It rains.\nB. It snows.\nC. Sun.\nD. Wind.\n\n{LETTER}")
-  assert [(r.id, r.target, r.video) for r in records] == [
-      ("001-1", "A", str(tmp_path / "data" / "fJ9rUzIMcZQ.mp4")), ("001-2", "C", str(tmp_path / "data" / "fJ9rUzIMcZQ.mp4")),
-      ("002-1", "B", str(tmp_path / "data" / "AbC.MP4"))]
+  first, second = str(tmp_path / "data" / "fJ9rUzIMcZQ.mp4"), str(tmp_path / "data" / "AbC.MP4")
+  assert [(r.id, r.target, r.video) for r in records] == [("001-1", "A", first), ("001-2", "C", first),
+                                                          ("002-1", "B", second)]
   assert records[2].meta == {"duration": "long", "domain": "Sports Competition", "sub_category": "Astronomy",
                              "task_type": "Counting Problem"}
   (failure,) = failures
