@@ -1,6 +1,6 @@
 """What the entry points share: the argument parser, platform settings, distributed start-up, mesh
-and dtype defaults, the tokenizer lookup, and the decoding flags of generate and eval (with their one
-rule for stop strings).
+and dtype defaults, the tokenizer lookup, and the decoding and video flags of generate and eval (with
+their one rule for stop strings).
 
 The command lines are `python -m lladav_jax.{generate,train,eval,data,demo,convert}` (console scripts
 `lladav-*`); the lmms-eval adapter uses these helpers too. Apart from `ArgumentParser.error`, nothing
@@ -19,6 +19,8 @@ from typing import NoReturn, Sequence
 from lladav_jax.data.prompts import THINK_TAGS
 from lladav_jax.data.tokenizer import Tokenizer, TokenizerError
 from lladav_jax.diffusion.settings import CACHE_MODES, REMASKING, STOP_ORDERS, SamplerSettings, decoding_settings
+from lladav_jax.images.video import FRAME_RULES, TOKEN_STRATEGIES, VideoSettings
+from lladav_jax.model_config import SPATIAL_POOL_MODES
 from lladav_jax.models.compute import DTYPES
 
 # XLA's concurrency-optimised CPU scheduler may order independent collectives differently on different
@@ -178,3 +180,23 @@ def think_mode(args: argparse.Namespace, default: str | None) -> str | None:
   if args.think is None:
     return default
   return None if args.think == "none" else args.think
+
+
+def add_video_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+  """How videos are read: upstream's evaluation wrapper's arguments, with its defaults."""
+  defaults = VideoSettings()
+  parser.add_argument("--max-frames", type=int, default=defaults.max_frames,
+                      help="frames read from a video, spread uniformly (upstream's max_frames_num)")
+  parser.add_argument("--frame-rule", choices=FRAME_RULES, default=defaults.frame_rule,
+                      help="the frames of upstream's video_decode_backend: decord exactly --max-frames (repeated "
+                      "in shorter videos), pyav at most that many and the last frame")
+  parser.add_argument("--token-strategy", choices=TOKEN_STRATEGIES, default=defaults.token_strategy,
+                      help="one <image> placeholder for the video, or one per frame (upstream's token_strategy)")
+  parser.add_argument("--spatial-pool-mode", choices=SPATIAL_POOL_MODES, default=defaults.pool_mode,
+                      help="2x2 pooling of video frames (upstream's wrapper sets it over the checkpoint's)")
+
+
+def video_settings(args: argparse.Namespace) -> VideoSettings:
+  """The video flags; raises ValueError for a bad --max-frames."""
+  return VideoSettings(max_frames=args.max_frames, frame_rule=args.frame_rule, token_strategy=args.token_strategy,
+                       pool_mode=args.spatial_pool_mode)

@@ -1,13 +1,14 @@
-"""Ask LLaDA-V about images: `python -m lladav_jax.generate --checkpoint DIR --image a.jpg --prompt "..."`.
+"""Ask LLaDA-V about images or a video: `python -m lladav_jax.generate --checkpoint DIR --image a.jpg --prompt ..`.
 
 Loads a converted checkpoint, a LLaDA-V Hugging Face directory or a training workdir, builds the
-prompt exactly as upstream's inference path does (llava_llada chat template), decodes with the jitted
-sampler and prints the answer. `--chat` keeps a multi-turn conversation going on stdin; `--trace`
-shows the order in which the answer was unmasked (coloured terminal text; `--trace-file x.html|x.png` too,
-one file per turn in a chat: x-1.html, x-2.html, ...).
+prompt exactly as upstream's inference path does (llava_llada chat template; images and videos, with
+`--video clip.mp4`, as its evaluation wrapper lays them out), decodes with the jitted sampler and
+prints the answer. `--chat` keeps a multi-turn conversation going on stdin; `--trace` shows the order
+in which the answer was unmasked (coloured terminal text; `--trace-file x.html|x.png` too, one file per
+turn in a chat: x-1.html, x-2.html, ...).
 
-Everything the flags name is checked before the weights are read: the images, the trace file's
-kind, the tokenizer against the checkpoint's config, the decoding settings.
+Everything the flags name is checked before the weights are read: the images or the video, the trace
+file's kind, the tokenizer against the checkpoint's config, the decoding settings.
 """
 
 import argparse
@@ -24,7 +25,8 @@ from lladav_jax.data.tokenizer import IMAGE_TEXT, TokenizerError
 from lladav_jax.diffusion.generation import generate
 from lladav_jax.diffusion.settings import SettingsError
 from lladav_jax.images import ImageDecodeError, load_image
-from lladav_jax.images.crops import inference_visuals
+from lladav_jax.images.crops import inference_visuals, video_placeholder_visuals, video_visual
+from lladav_jax.images.video import VideoError, decode_frames, frame_count, sample_frames
 from lladav_jax.models import ComputeConfig, LLaDAV
 from lladav_jax.samples import SampleError, build_sample
 
@@ -39,10 +41,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--tokenizer", help="tokenizer directory (default: the checkpoint's tokenizer/ or the "
                  "checkpoint directory itself)")
   p.add_argument("--image", action="append", default=[], help="image file (repeatable)")
+  p.add_argument("--video", help="video file (instead of images); frames read as upstream's evaluation reads them")
   p.add_argument("--prompt", help="the question (without --chat: required)")
   p.add_argument("--keep-image-newline", action="store_true",
                  help="keep the \"\\n\" after <image> as training does (upstream's inference drops it)")
   cli.add_decoding_flags(p, defaults=f"{DEFAULT_LENGTH}, no stop string, no think tag")
+  cli.add_video_flags(p.add_argument_group("video"))
   p.add_argument("--chat", action="store_true", help="interactive multi-turn chat on stdin")
   p.add_argument("--trace", action="store_true", help="print the unmasking order step by step")
   p.add_argument("--trace-file", help="also write the trace picture to this .html or .png file "
@@ -50,6 +54,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   args = p.parse_args(argv)
   if not args.chat and not args.prompt:
     p.error("--prompt is required unless --chat is given")
+  if args.video and args.image:
+    p.error("--video and --image cannot be combined: a question has images or one video")
+  if args.max_frames < 1:
+    p.error(f"--max-frames must be at least 1, got {args.max_frames}")
   if args.trace_file:
     try:
       trace_render.check_trace_path(args.trace_file)
@@ -76,7 +84,13 @@ class Session:
     self.settings = cli.sampler_settings(args, self.tokenizer, self.config.tokens.eot, gen_length=DEFAULT_LENGTH,
                                          steps=DEFAULT_LENGTH, block_length=DEFAULT_LENGTH).resolve(self.config)
     self.think = cli.think_mode(args, None)
-    self.visuals = inference_visuals([load_image(path) for path in args.image], self.config)
+    if args.video:
+      video = cli.video_settings(args)
+      frames = decode_frames(args.video, sample_frames(frame_count(args.video), video))
+      self.visuals = video_placeholder_visuals(video_visual(frames, self.config, pool_mode=video.pool_mode),
+                                               video.token_strategy)
+    else:
+      self.visuals = inference_visuals([load_image(path) for path in args.image], self.config)
     self.messages: list[Message] = []
     self.turns = 0
     dtype = cli.default_dtype(args.dtype)
@@ -128,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   cli.set_platform_flags()
   try:
     session = Session(args)
-  except (CheckpointError, ConversionError, TokenizerError, SettingsError, ImageDecodeError) as e:
+  except (CheckpointError, ConversionError, TokenizerError, SettingsError, ImageDecodeError, VideoError) as e:
     cli.fail(e)
   try:
     run(session, args)

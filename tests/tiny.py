@@ -28,6 +28,30 @@ def random_image(width: int, height: int, seed: int = 0) -> Image.Image:
   return Image.fromarray(small).resize((width, height), Image.Resampling.BILINEAR)
 
 
+def write_video(path, num_frames: int, fps: int = 10, size: tuple[int, int] = (64, 48)):
+  """An MPEG-4 file of `num_frames` frames (PyAV); frame i is grey at level `video_level(i, num_frames)`
+  with a left-to-right ramp, so frames are told apart after compression."""
+  import av
+  width, height = size
+  ramp = np.linspace(0, 8, width)[None, :, None]
+  with av.open(str(path), "w") as container:
+    stream = container.add_stream("mpeg4", rate=fps)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    for i in range(num_frames):
+      pixels = np.broadcast_to(video_level(i, num_frames) + ramp, (height, width, 3))
+      frame = av.VideoFrame.from_ndarray(np.clip(pixels, 0, 255).astype(np.uint8), format="rgb24")
+      for packet in stream.encode(frame):
+        container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)
+  return path
+
+
+def video_level(i: int, num_frames: int) -> int:
+  """The grey level of frame i of `write_video` (levels 10 or more apart while num_frames <= 24)."""
+  return 10 + (i * 230) // max(1, num_frames - 1)
+
+
 def hf_llama(config: LLaDAConfig, seed: int = 0):
   """transformers' Llama with the same dims (the causal mask is lifted by the caller's 4D mask)."""
   import torch

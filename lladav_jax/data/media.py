@@ -17,7 +17,8 @@ from PIL import Image
 from lladav_jax.data import rejects
 from lladav_jax.data.rejects import RecordRejected
 from lladav_jax.data.sources import SourceSpec
-from lladav_jax.images.loading import ImageDecodeError, ImageNotFoundError, ImageTooLargeError, load_image, to_rgb
+from lladav_jax.images.loading import ImageDecodeError, ImageNotFoundError, ImageTooLargeError, load_image
+from lladav_jax.images.video import decode_indexed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,21 +67,6 @@ def frame_indices(total: int, fps: float, options: VideoOptions) -> np.ndarray:
   return indices
 
 
-def _decode_frames(path: str, wanted: np.ndarray) -> tuple[dict[int, Image.Image], int]:
-  """The frames at `wanted` indices, and how many frames were decoded to reach them."""
-  import av  # only needed for video records
-  keep = set(wanted.tolist())
-  decoded, seen = {}, 0
-  with av.open(path) as container:
-    for frame in container.decode(container.streams.video[0]):
-      if seen in keep:
-        decoded[seen] = to_rgb(frame.to_image())
-      seen += 1
-      if seen > wanted[-1]:
-        break
-  return decoded, seen
-
-
 def load_video_frames(name: str, spec: SourceSpec, options: VideoOptions,
                       max_pixels: int | None) -> list[Image.Image]:
   """Decodes the sampled frames of a video file as RGB images (PyAV)."""
@@ -100,11 +86,11 @@ def load_video_frames(name: str, spec: SourceSpec, options: VideoOptions,
     if total <= 0 or fps <= 0:
       raise RecordRejected(rejects.VIDEO_UNREADABLE, f"video {path}: no frames or no frame rate")
     wanted = frame_indices(total, fps, options)
-    decoded, seen = _decode_frames(path, wanted)
+    decoded, seen = decode_indexed(path, wanted)
     if len(decoded) < len(set(wanted.tolist())) and seen > 0:
       # The container announced more frames than it holds: sample again from the true count.
       wanted = frame_indices(seen, fps, options)
-      decoded, seen = _decode_frames(path, wanted)
+      decoded, seen = decode_indexed(path, wanted)
   except RecordRejected:
     raise
   except Exception as e:  # PyAV raises its own error types (FFmpegError and subclasses)

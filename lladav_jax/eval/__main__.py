@@ -1,7 +1,8 @@
 """Evaluate LLaDA-V on a benchmark: `python -m lladav_jax.eval --checkpoint DIR --task NAME --data PATH`.
 
-Reads the benchmark files you downloaded (parquet from the lmms-eval datasets, TSV, or a generic
-JSONL with --task jsonl), decodes every question with the task's LLaDA-V settings in jitted
+Reads the benchmark files you downloaded (parquet from the lmms-eval datasets, TSV, MLVU's JSON, or
+a generic JSONL with --task jsonl; video tasks also their video files), decodes every question with
+the task's LLaDA-V settings in jitted
 batches, and writes OUT/results.jsonl, OUT/summary.{json,md}. An interrupted run continues where
 it stopped when started again with the same arguments. Multi-host: run the same command on every
 host with --coordinator-address/--num-processes/--process-id (or --distributed).
@@ -21,13 +22,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--checkpoint", required=True, help="converted checkpoint or LLaDA-V Hugging Face directory")
   p.add_argument("--task", required=True, choices=sorted(TASKS), help="benchmark (jsonl: the generic format)")
   p.add_argument("--data", required=True, action="append",
-                 help="benchmark file, glob or directory of .parquet/.tsv/.jsonl files (repeatable)")
+                 help="benchmark file, glob or directory of .parquet/.tsv/.jsonl/.json files (repeatable)")
   p.add_argument("--output", help="output directory (default: eval_results/<task>)")
   p.add_argument("--overwrite", action="store_true", help="start over instead of resuming OUT")
   p.add_argument("--tokenizer", help="tokenizer directory (default: the checkpoint's)")
   p.add_argument("--batch-size", type=int, default=16, help="global batch size (rows per decode)")
   p.add_argument("--limit", type=int, help="evaluate only the first N rows")
   cli.add_decoding_flags(p.add_argument_group("decoding"), defaults="the task's LLaDA-V setting")
+  v = p.add_argument_group("videos")
+  v.add_argument("--video-folder", help="where the video task's files are (default: beside the data files, as the "
+                 "benchmark is released)")
+  cli.add_video_flags(v)
   r = p.add_argument_group("devices and processes")
   r.add_argument("--mesh", default="data=-1", help="mesh axis sizes, e.g. data=-1 or data=2,fsdp=4")
   r.add_argument("--min-length-bucket", type=int, default=64, help="smallest prompt-length bucket")
@@ -68,7 +73,14 @@ def run(args: argparse.Namespace) -> dict:
   from lladav_jax.eval.runner import check_batch_size
   from lladav_jax.models import ComputeConfig, LLaDAV
 
-  task = get_task(args.task)
+  try:
+    task = get_task(args.task, video_folder=args.video_folder)
+  except ValueError as e:
+    cli.fail(f"--video-folder: {e}")
+  try:
+    video_settings = cli.video_settings(args)
+  except ValueError as e:
+    cli.fail(f"--max-frames: {e}")
   records, failures = load_task_records(task, args.data, args.limit)
   if not records and not failures:
     raise DataError(f"no records in {', '.join(args.data)}")
@@ -100,7 +112,7 @@ def run(args: argparse.Namespace) -> dict:
                     think=think, batch_size=args.batch_size, output_dir=output,
                     overwrite=args.overwrite, mesh=mesh, rules=rules, seed=args.seed,
                     system_prompt=args.system_prompt, min_length_bucket=args.min_length_bucket,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, video_settings=video_settings)
   return result.summary
 
 

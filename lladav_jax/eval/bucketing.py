@@ -1,7 +1,8 @@
 """From records to batches of few distinct shapes, on the host, before any image is decoded.
 
-Each record's prompt is tokenised (upstream's inference template) and its images' sizes are read
-from their headers, which fixes its spliced length and crop count exactly (`probe`). Records are
+Each record's prompt is tokenised (upstream's inference template) and its images' sizes (a video's
+frame count) are read from their headers, which fixes its spliced length and crop count exactly
+(`probe`). Records are
 then sorted by (crop bucket, length bucket) and cut into batches; a batch's shape is its largest
 bucket pair, so only the few distinct pairs compile. Every process computes the same batches from the
 same records, so processes agree on each batch's shape without talking to each other.
@@ -18,8 +19,10 @@ from PIL import Image
 from lladav_jax.data.prompts import build_prompt
 from lladav_jax.data.tokenizer import IMAGE_TEXT, Tokenizer
 from lladav_jax.eval.tasks.base import Record
+from lladav_jax.images import video
+from lladav_jax.images.crops import (KIND_ANYRES, KIND_PLAIN, KIND_VIDEO, Visual, select_best_resolution,
+                                     video_placeholder_visuals)
 from lladav_jax.images.loading import ImageTooLargeError
-from lladav_jax.images.crops import KIND_ANYRES, KIND_PLAIN, Visual, select_best_resolution
 from lladav_jax.images.feature_layout import visual_layout
 from lladav_jax.model_config import LLaDAVConfig
 
@@ -32,6 +35,7 @@ class Prompt:
   ids: tuple[int, ...]
   length: int  # tokens after each placeholder is expanded into its image tokens
   crops: int
+  frames: tuple[int, ...] = ()  # the video frames to decode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,9 +81,25 @@ def visual_shape(size: tuple[int, int], config: LLaDAVConfig, multi_image: bool)
   return crops, visual_layout(shape_only, config).num_tokens
 
 
+def video_shape(num_frames: int, config: LLaDAVConfig, settings: video.VideoSettings) -> tuple[int, int, int]:
+  """(placeholders, crops, image tokens) of a video of `num_frames` sampled frames, as
+  `crops.video_visual` + `video_placeholder_visuals` + `visual_layout` make them."""
+  shape_only = Visual(KIND_VIDEO, np.zeros((num_frames, 0, 0, 3), np.float32), (0, 0), pool_mode=settings.pool_mode)
+  pieces = video_placeholder_visuals(shape_only, settings.token_strategy)
+  return len(pieces), sum(p.num_crops for p in pieces), sum(visual_layout(p, config).num_tokens for p in pieces)
+
+
 def probe(record: Record, tokenizer: Tokenizer, config: LLaDAVConfig, think: str | None,
-          system_prompt: str | None = None) -> Prompt:
-  """Raises OSError/ValueError (unreadable image header, bad placeholders) for the caller to report."""
+          system_prompt: str | None = None, video_settings: video.VideoSettings = video.VideoSettings()) -> Prompt:
+  """Raises OSError/ValueError (unreadable image or video header, bad placeholders) for the caller
+  to report."""
+  if record.video is not None:
+    if record.images:
+      raise ValueError(f"record {record.id} has both images and a video")
+    frames = video.sample_frames(video.frame_count(record.video), video_settings)
+    placeholders, crops, tokens = video_shape(len(frames), config, video_settings)
+    ids = question_ids(tokenizer, record.question, placeholders, think, system_prompt)
+    return Prompt(record, tuple(ids), len(ids) - placeholders + tokens, crops, tuple(int(f) for f in frames))
   ids = question_ids(tokenizer, record.question, len(record.images), think, system_prompt)
   length, crops = len(ids) - len(record.images), 0
   multi = len(record.images) > 1

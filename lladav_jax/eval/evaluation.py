@@ -33,6 +33,7 @@ from lladav_jax.eval.readers import read_rows
 from lladav_jax.eval.runner import (BatchRunner, RowResult, answer_text, check_batch_size, default_mesh_and_params,
                                     task_settings)
 from lladav_jax.eval.tasks.base import Record, Task, load_records
+from lladav_jax.images.video import VideoSettings
 from lladav_jax.models.lladav import LLaDAV
 
 TASK_DEFAULT = "task"  # `think=TASK_DEFAULT`: the task's own think setting
@@ -55,19 +56,25 @@ def load_task_records(task: Task, paths: Sequence[str], limit: int | None = None
 def fingerprint(records: Sequence[Record]) -> str:
   digest = hashlib.sha256()
   for r in records:
-    digest.update(json.dumps([r.index, r.id, r.question, len(r.images), r.target], default=str).encode("utf-8"))
+    digest.update(json.dumps([r.index, r.id, r.question, len(r.images), r.target] + ([r.video] if r.video else []),
+                             default=str).encode("utf-8"))
   return digest.hexdigest()
 
 
-def summarize(task: Task, samples: Sequence[dict], settings: SamplerSettings, think) -> dict:
+def summarize(task: Task, samples: Sequence[dict], settings: SamplerSettings, think,
+              video_settings: VideoSettings | None = None) -> dict:
+  """video_settings: reported when the records have videos."""
   scored = [s for s in samples if "error" not in s]
   failed = [{"index": s["index"], "id": s["id"], "error": s["error"]} for s in samples if "error" in s]
   out = task.summarize(scored)
-  return {"task": task.name, "num_records": len(samples), "num_scored": len(scored), "num_failed": len(failed),
-          "metrics": out["metrics"], "breakdown": out.get("breakdown", {}), "failed": failed,
-          "decoding": {"gen_length": settings.gen_length, "steps": settings.steps,
-                       "block_length": settings.block_length, "think": think, "cache": settings.cache,
-                       "refresh": settings.refresh, "threshold": settings.threshold}}
+  summary = {"task": task.name, "num_records": len(samples), "num_scored": len(scored), "num_failed": len(failed),
+             "metrics": out["metrics"], "breakdown": out.get("breakdown", {}), "failed": failed,
+             "decoding": {"gen_length": settings.gen_length, "steps": settings.steps,
+                          "block_length": settings.block_length, "think": think, "cache": settings.cache,
+                          "refresh": settings.refresh, "threshold": settings.threshold}}
+  if video_settings is not None:
+    summary["video"] = dataclasses.asdict(video_settings)
+  return summary
 
 
 def _scored(task: Task, tokenizer: Tokenizer, row: RowResult) -> dict:
@@ -95,7 +102,8 @@ def evaluate(model: LLaDAV, params, tokenizer: Tokenizer, task: Task, records: S
              batch_size: int = 16, output_dir: str | None = None, overwrite: bool = False, mesh: Mesh | None = None,
              rules=None, seed: int = 0, system_prompt: str | None = None, min_length_bucket: int = 64,
              progress: bool = True, log: Callable[[str], None] = print,
-             after_batch: Callable[[int], None] | None = None) -> EvalResult:
+             after_batch: Callable[[int], None] | None = None,
+             video_settings: VideoSettings = VideoSettings()) -> EvalResult:
   """Evaluates `task` on `records`; see the module docstring.
 
   params: the model's variables ({"params": ...}). settings: the sampler settings (default: the
@@ -103,7 +111,8 @@ def evaluate(model: LLaDAV, params, tokenizer: Tokenizer, task: Task, records: S
   that could not become records (from `load_task_records`); they are reported, not scored.
   output_dir: resume log and final files (None: results only in memory). mesh/rules: the device mesh
   (default: every device on the batch axis) and logical axis rules. after_batch(n): called after
-  each batch with the number of batches done (tests use it to interrupt a run).
+  each batch with the number of batches done (tests use it to interrupt a run). video_settings: how
+  records with a video are read (frames, placeholders, pooling: upstream's wrapper defaults).
   """
   config = model.config
   decoding = task.decoding_for(records)
@@ -117,10 +126,13 @@ def evaluate(model: LLaDAV, params, tokenizer: Tokenizer, task: Task, records: S
   if len(set(indices)) != len(indices):
     raise ValueError("records and failures must have distinct indices")
 
+  videos = video_settings if any(r.video is not None for r in records) else None
   store, memory = None, {}
   if output_dir is not None and lead:
     run = {"task": task.name, "records": len(records), "failures": len(failures), "fingerprint": fingerprint(records),
            "settings": repr(settings), "think": think, "seed": seed, "system_prompt": system_prompt}
+    if videos is not None:
+      run["video"] = repr(videos)
     store = results.ResultsLog(output_dir, run, overwrite=overwrite)
     memory = store.entries
   done = _done_everywhere(set(memory), max(indices, default=-1) + 1)
@@ -138,8 +150,8 @@ def evaluate(model: LLaDAV, params, tokenizer: Tokenizer, task: Task, records: S
   prompts, early = [], []
   for record in (r for r in records if r.index not in done):
     try:
-      prompt = bucketing.probe(record, tokenizer, config, think, system_prompt)
-    except (OSError, ValueError) as e:  # unreadable image headers (ImageDecodeError), bad placeholders
+      prompt = bucketing.probe(record, tokenizer, config, think, system_prompt, video_settings)
+    except (OSError, ValueError) as e:  # unreadable image / video headers, bad placeholders
       early.append({"index": record.index, "id": record.id, "question": record.question,
                     "error": f"{type(e).__name__}: {e}"})
       continue
@@ -152,7 +164,7 @@ def evaluate(model: LLaDAV, params, tokenizer: Tokenizer, task: Task, records: S
   record_entries(early)
 
   batches = bucketing.bucket_batches(prompts, batch_size, min_length_bucket)
-  runner = BatchRunner(model, params, settings, mesh, rules, batch_size, seed)
+  runner = BatchRunner(model, params, settings, mesh, rules, batch_size, seed, video_settings)
   bar = tqdm(total=len(prompts), unit="sample", disable=not (progress and lead), desc=task.name, smoothing=0.1)
   start = time.perf_counter()
   for n, batch in enumerate(batches, start=1):
@@ -170,7 +182,7 @@ def evaluate(model: LLaDAV, params, tokenizer: Tokenizer, task: Task, records: S
     return EvalResult([], {})
 
   samples = [memory[i] for i in sorted(memory)]
-  summary = summarize(task, samples, settings, think)
+  summary = summarize(task, samples, settings, think, videos)
   final = dict(summary, throughput={"decoded_this_run": len(prompts), "seconds": round(seconds, 3),
                                     "samples_per_second": round(len(prompts) / seconds, 3) if seconds else None})
   if output_dir is not None:

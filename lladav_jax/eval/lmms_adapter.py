@@ -9,6 +9,9 @@ lmms-eval finds the model through the entry point group "lmms_eval.models" (pypr
 works without it. The requests are answered as upstream's `llava_onevision_llada` wrapper answers
 them (the same prompt, think tag, stop strings and clean-up) but in batches: requests with equal
 generation kwargs are sorted into bucketed batches and decoded by one jitted program per shape.
+A video request (`doc_to_visual` returns file paths) reads its first file's frames as the wrapper
+does (`max_frames_num`, `video_decode_backend`'s frame rule, `token_strategy`,
+`mm_spatial_pool_mode` in model_args); a list of PIL frames is several images, as there.
 Generation only: `loglikelihood` and multi-round generation are not provided.
 """
 
@@ -27,6 +30,7 @@ from lladav_jax.data.prompts import THINK_TAGS
 from lladav_jax.eval import bucketing
 from lladav_jax.eval.runner import BatchRunner, answer_text, default_mesh_and_params, task_settings
 from lladav_jax.eval.tasks.base import Decoding, Record
+from lladav_jax.images.video import VideoSettings
 
 MODEL_NAME = "lladav_jax"
 
@@ -53,18 +57,27 @@ def decoding_from_kwargs(gen_kwargs: dict) -> tuple[Decoding, dict]:
 
 class LLaDAVJax(lmms):
   """model_args: pretrained (checkpoint), batch_size, dtype, mesh ("data=-1"), stop_order
-  ("upstream"), cache / refresh / threshold (sampler speed-ups), seed, tokenizer."""
+  ("upstream"), cache / refresh / threshold (sampler speed-ups), seed, tokenizer; for videos the
+  upstream wrapper's max_frames_num (32), video_decode_backend ("decord": its frame rule),
+  token_strategy ("single"), mm_spatial_pool_mode ("bilinear") and mm_spatial_pool_stride (2, the
+  only stride upstream's video path uses)."""
 
   def __init__(self, pretrained: str, batch_size: int | str = 16, dtype: str | None = None, mesh: str = "data=-1",
                stop_order: str = "upstream", cache: str = "none", refresh: int | str | None = None,
                threshold: float | str | None = None, seed: int | str = 0, tokenizer: str | None = None,
-               **kwargs: Any):
+               max_frames_num: int | str = 32, video_decode_backend: str = "decord", token_strategy: str = "single",
+               mm_spatial_pool_mode: str = "bilinear", mm_spatial_pool_stride: int | str = 2, **kwargs: Any):
     super().__init__()
     from lladav_jax import sharding
     from lladav_jax.checkpoints.pretrained import load_pretrained
     from lladav_jax.models import ComputeConfig, LLaDAV
     if kwargs:
       raise ValueError(f"{MODEL_NAME}: unknown model_args {sorted(kwargs)}")
+    if int(mm_spatial_pool_stride) != 2:
+      raise ValueError(f"{MODEL_NAME}: mm_spatial_pool_stride {mm_spatial_pool_stride}: upstream pools video frames "
+                       "with stride 2 whatever this says")
+    self._video = VideoSettings(max_frames=int(max_frames_num), frame_rule=video_decode_backend,
+                                token_strategy=token_strategy, pool_mode=mm_spatial_pool_mode)
     dtype = cli.default_dtype(dtype)
     self._mesh = sharding.create_mesh(cli.parse_mesh(mesh))
     self._rules = sharding.DEFAULT_LOGICAL_AXIS_RULES
@@ -92,10 +105,10 @@ class LLaDAVJax(lmms):
       decoding, extra = decoding_from_kwargs(json.loads(key))
       settings = task_settings(decoding, self._tokenizer, self._model.config.tokens.eot,
                                stop_order=self._stop_order, **extra, **self._speed)
-      prompts = [bucketing.probe(self._record(i, requests[i]), self._tokenizer, self._model.config, decoding.think)
-                 for i in members]
+      prompts = [bucketing.probe(self._record(i, requests[i]), self._tokenizer, self._model.config, decoding.think,
+                                 video_settings=self._video) for i in members]
       runner = BatchRunner(self._model, self._params, settings, self._mesh, self._rules, self.batch_size,
-                           self._seed)
+                           self._seed, self._video)
       for batch in bucketing.bucket_batches(prompts, self.batch_size):
         for row in runner.run(batch):
           if row.error:
@@ -106,11 +119,20 @@ class LLaDAVJax(lmms):
   def _record(self, position: int, request) -> Record:
     context, _, doc_to_visual, doc_id, task, split = request.args[:6]
     visuals = doc_to_visual(self.task_dict[task][split][doc_id]) or []
+    record_id = f"{task}/{split}/{doc_id}"
+    if visuals and isinstance(visuals[0], str):  # upstream reads the first path as the video
+      return Record(position, record_id, context, (), None, video=visuals[0])
     for v in visuals:
       if not isinstance(v, Image.Image):
-        raise ValueError(f"{MODEL_NAME}: {task} doc {doc_id} has a {type(v).__name__} visual; only images are "
-                         "supported")
-    return Record(position, f"{task}/{split}/{doc_id}", context, tuple(visuals), None)
+        raise ValueError(f"{MODEL_NAME}: {task} doc {doc_id} has a {type(v).__name__} visual; only images and video "
+                         "paths are supported")
+    metadata = request.metadata if isinstance(getattr(request, "metadata", None), dict) else {}
+    if visuals and metadata.get("task_type") == "video" and "sample_frames" in metadata:
+      # Upstream stacks the sampled frames into one 4-D tensor for its image branch, and its one
+      # placeholder then receives the first frame's features alone.
+      raise ValueError(f"{MODEL_NAME}: {task} doc {doc_id}: task metadata with task_type video and sample_frames "
+                       "is not supported (upstream's wrapper would use the first sampled frame only)")
+    return Record(position, record_id, context, tuple(visuals), None)
 
   def loglikelihood(self, requests):
     raise NotImplementedError(f"{MODEL_NAME} answers generation tasks only (no log-likelihood)")

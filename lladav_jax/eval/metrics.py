@@ -1,5 +1,5 @@
 """Scoring rules for one answer: exact match, ChartQA relaxed accuracy, ANLS, MME yes/no, MMStar,
-SEED-Bench, ScienceQA, AI2D, RealWorldQA and DocVQA answer parsing.
+SEED-Bench, ScienceQA, AI2D, RealWorldQA, DocVQA, VideoMME and MLVU answer parsing.
 
 Each function follows the rule lmms-eval applies for its benchmark (re-implemented here; the
 benchmark notes in docs/eval.md say which). Option-letter extraction lives in `choices.py`.
@@ -163,3 +163,30 @@ def realworldqa_choice(prediction: str, question: str) -> str:
     if found and found.group() in letters:
       return letters[found.group()]
   return cleaned
+
+
+# lmms-eval's list, whose missing commas join the last four strings into two (kept: they never match).
+_VIDEOMME_PREFIXES = ("The best answer is", "The correct answer is", "The answer is", "The answer",
+                      "The best option is" "The correct option is", "Best answer:" "Best option:")
+
+
+def videomme_choice(prediction: str) -> str:
+  """VideoMME: the first of A-D after answer prefixes are removed; "" for none, and for an answer of more
+  than ten words without any of A-D."""
+  text = prediction.strip()
+  for prefix in _VIDEOMME_PREFIXES:
+    text = text.replace(prefix, "")
+  if len(text.split()) > 10 and not re.search("[ABCD]", text):
+    return ""
+  match = re.search(r"[ABCD]", text)
+  return match[0] if match else ""
+
+
+def mlvu_choice(prediction: str) -> str:
+  """MLVU: the character before the first ")" (the prompt ends in "Best option: ("), else the whole
+  stripped answer."""
+  text = prediction.strip()
+  if ")" in text:
+    index = text.index(")")
+    return text[index - 1:index]
+  return text

@@ -1,10 +1,11 @@
 """Reading benchmark files into rows: parquet (the lmms-eval Hugging Face datasets, read with
-pyarrow), TSV (MMBench / VLMEvalKit releases, base64 images) and JSONL (one JSON object a line).
+pyarrow), TSV (MMBench / VLMEvalKit releases, base64 images), JSONL (one JSON object a line) and
+JSON (one array of objects, as MLVU's annotation files).
 
     for row in read_rows(["MMBench/en/dev-00000-of-00001.parquet"]):
       row.values["question"], row.source, row.number
 
-A directory stands for every .parquet / .tsv / .jsonl file in it (sorted by name). Nothing is
+A directory stands for every .parquet / .tsv / .jsonl / .json file in it (sorted by name). Nothing is
 fetched from the network. Rows keep the file's values as Python objects (parquet images stay
 `{"bytes": ..., "path": ...}` dicts); `image_sources` turns image cells into bytes or paths.
 """
@@ -21,7 +22,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-SUFFIXES = (".parquet", ".tsv", ".jsonl")
+SUFFIXES = (".parquet", ".tsv", ".jsonl", ".json")
 
 
 class DataError(ValueError):
@@ -67,6 +68,8 @@ def read_rows(paths: Sequence[str | os.PathLike]) -> Iterator[Row]:
       yield from _read_tsv(path)
     elif path.endswith(".jsonl"):
       yield from _read_jsonl(path)
+    elif path.endswith(".json"):
+      yield from _read_json(path)
     else:
       raise DataError(f"{path}: unknown file type; expected one of {', '.join(SUFFIXES)}")
 
@@ -116,6 +119,20 @@ def _read_jsonl(path: str) -> Iterator[Row]:
       if not isinstance(values, dict):
         raise DataError(f"{path} line {line_number}: expected a JSON object, got {type(values).__name__}")
       yield Row(path, line_number - 1, values)
+
+
+def _read_json(path: str) -> Iterator[Row]:
+  try:
+    with open(path, encoding="utf-8") as f:
+      values = json.load(f)
+  except json.JSONDecodeError as e:
+    raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from e
+  if not isinstance(values, list):
+    raise DataError(f"{path}: expected a JSON array of objects, got {type(values).__name__}")
+  for number, item in enumerate(values):
+    if not isinstance(item, dict):
+      raise DataError(f"{path} row {number}: expected a JSON object, got {type(item).__name__}")
+    yield Row(path, number, item)
 
 
 def is_missing(value) -> bool:

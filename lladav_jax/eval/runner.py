@@ -3,7 +3,7 @@
 Every process runs the same jitted decode on a global batch: process p prepares only its own rows
 (decodes their images, builds their crops), the rows become one global array sharded over the
 mesh's batch axes, and the answers are gathered so that process 0 can score and write them. A row
-whose image turns out to be undecodable is replaced by a one-token filler row and reported.
+whose image or video turns out to be undecodable is replaced by a one-token filler row and reported.
 """
 
 import collections
@@ -24,8 +24,9 @@ from lladav_jax.diffusion.settings import SamplerSettings, decoding_settings
 from lladav_jax.eval.bucketing import Batch, Prompt
 from lladav_jax.eval.tasks.base import Decoding
 from lladav_jax.images import ImageDecodeError, load_image
-from lladav_jax.images.crops import inference_visuals
+from lladav_jax.images.crops import inference_visuals, video_placeholder_visuals, video_visual
 from lladav_jax.images.loading import to_rgb
+from lladav_jax.images.video import VideoSettings, decode_frames
 from lladav_jax.models.lladav import LLaDAV
 from lladav_jax.samples import MODEL_INPUT_KEYS, Sample, SampleError, build_sample, collate
 
@@ -78,11 +79,17 @@ class RowResult:
   error: str  # "" when the row was decoded
 
 
-def realize(prompt: Prompt, config) -> Sample:
-  """The full sample of a bucketed prompt: images decoded, crops and feature layouts built."""
+def realize(prompt: Prompt, config, video_settings: VideoSettings = VideoSettings()) -> Sample:
+  """The full sample of a bucketed prompt: images (the planned video frames) decoded, crops and
+  feature layouts built."""
   record = prompt.record
-  images = [to_rgb(s) if isinstance(s, Image.Image) else load_image(s) for s in record.images]
-  sample = build_sample(list(prompt.ids), inference_visuals(images, config), config, sample_id=f"sample {record.id}")
+  if record.video is not None:
+    clip = video_visual(decode_frames(record.video, prompt.frames), config, pool_mode=video_settings.pool_mode)
+    visuals = video_placeholder_visuals(clip, video_settings.token_strategy)
+  else:
+    visuals = inference_visuals([to_rgb(s) if isinstance(s, Image.Image) else load_image(s) for s in record.images],
+                                config)
+  sample = build_sample(list(prompt.ids), visuals, config, sample_id=f"sample {record.id}")
   if (sample.length, sample.num_crops) != (prompt.length, prompt.crops):
     raise RuntimeError(f"sample {record.id}: planned {prompt.length} tokens / {prompt.crops} crops from the image "
                        f"headers, built {sample.length} / {sample.num_crops}")
@@ -118,8 +125,9 @@ class BatchRunner:
   """Runs bucketed batches of `batch_size` rows (the last ones padded with filler rows)."""
 
   def __init__(self, model: LLaDAV, params, settings: SamplerSettings, mesh: Mesh, rules, batch_size: int,
-               seed: int = 0):
+               seed: int = 0, video_settings: VideoSettings = VideoSettings()):
     self.model, self.params, self.mesh = model, params, mesh
+    self.video_settings = video_settings
     self.rules = sharding.normalize_rules(rules if rules is not None else sharding.DEFAULT_LOGICAL_AXIS_RULES)
     self.settings = settings.resolve(model.config)
     self.batch_size = batch_size
@@ -139,7 +147,7 @@ class BatchRunner:
       sample, error = self.filler, ""
       if r < len(batch.prompts):
         try:
-          sample = realize(batch.prompts[r], self.model.config)
+          sample = realize(batch.prompts[r], self.model.config, self.video_settings)
         except (ImageDecodeError, SampleError, OSError, ValueError) as e:
           error = f"{type(e).__name__}: {e}"
       samples.append(sample)

@@ -4,14 +4,17 @@ Follows upstream LLaDA-V exactly:
   * one image, anyres: the whole image resized to a square crop (aspect ratio not kept), then the
     tiles of the best grid among the pinpoints (image resized to fit the grid, centred on black);
   * several images in one sample: each padded to a square with the mean colour, one crop each;
-  * video: every frame resized to a square crop.
+  * video: every frame resized to a square crop (upstream's evaluation preprocesses the frames
+    directly, without padding).
 Crops are bicubic-resized uint8, then scaled to [-1, 1] (mean = std = 0.5), channels last.
 
 Training and inference differ where upstream's do. Training hands the model a list of per-image
 crop tensors, and a one-crop image gets the image-newline vector after its tokens (`KIND_SINGLE`).
 Upstream's evaluation turns several images (and one image whose aspect ratio is "pad" or
 "square") into one stacked tensor, which the model encodes without any newline (`KIND_PLAIN`):
-`sample_visuals` is the training rule, `inference_visuals` the evaluation rule.
+`sample_visuals` is the training rule, `inference_visuals` the evaluation rule. A video is one
+visual of pooled frames; `video_placeholder_visuals` says which tokens each of its `<image>`
+placeholders gets at inference (upstream's token_strategy).
 """
 
 import dataclasses
@@ -21,6 +24,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from lladav_jax.images.video import TOKEN_STRATEGIES
 from lladav_jax.model_config import LLaDAVConfig
 
 _MEAN = 0.5
@@ -39,13 +43,16 @@ class Visual:
   """One image or video of a sample, ready for the vision tower.
 
   crops: float32 [num_crops, S, S, 3]; image_size: original (width, height);
-  grid: (columns, rows) of anyres tiles, None otherwise.
+  grid: (columns, rows) of anyres tiles, None otherwise; pool_mode: how a video's frames are pooled
+  2x2 (None: the checkpoint's mm_spatial_pool_mode, as training; upstream's evaluation wrapper
+  writes its own argument over it).
   """
 
   kind: str
   crops: np.ndarray
   image_size: tuple[int, int]
   grid: tuple[int, int] | None = None
+  pool_mode: str | None = None
 
   @property
   def num_crops(self) -> int:
@@ -127,12 +134,26 @@ def image_visual(image: Image.Image, config: LLaDAVConfig, *, multi_image: bool 
   return Visual(KIND_SINGLE, crop[None], image.size)
 
 
-def video_visual(frames: Sequence[Image.Image], config: LLaDAVConfig) -> Visual:
+def video_visual(frames: Sequence[Image.Image], config: LLaDAVConfig, pool_mode: str | None = None) -> Visual:
   if not frames:
     raise ValueError("a video needs at least one frame")
   size = config.vision.image_size
   crops = np.stack([preprocess_crop(frame, size) for frame in frames])
-  return Visual(KIND_VIDEO, crops, frames[0].size)
+  return Visual(KIND_VIDEO, crops, frames[0].size, pool_mode=pool_mode)
+
+
+def video_placeholder_visuals(video: Visual, token_strategy: str) -> list[Visual]:
+  """What each `<image>` placeholder of a video question gets, as upstream's evaluation splices one
+  video tensor: "single" (one placeholder): the whole video. "multiple" (one placeholder per frame):
+  upstream hands the first placeholder the whole video and, finding no second visual, repeats the
+  last one, so one and two frames give the whole video once per placeholder; from three frames on its
+  fallback indexes past the end and raises IndexError. There each placeholder gets its own frame,
+  pooled and laid out as a one-frame video."""
+  if token_strategy not in TOKEN_STRATEGIES:
+    raise ValueError(f"token_strategy {token_strategy!r} is not supported; choices: {TOKEN_STRATEGIES}")
+  if token_strategy == "single" or video.num_crops <= 2:
+    return [video] * (1 if token_strategy == "single" else video.num_crops)
+  return [dataclasses.replace(video, crops=video.crops[f:f + 1]) for f in range(video.num_crops)]
 
 
 def sample_visuals(images: Sequence[Image.Image], config: LLaDAVConfig) -> list[Visual]:

@@ -170,7 +170,8 @@ def visual_layout(visual: Visual, config: LLaDAVConfig) -> FeatureLayout:
   side = config.vision.patches_per_side
   newline = config.uses_image_newline
   if visual.kind == KIND_VIDEO:
-    return video_layout(visual.num_crops, side, config.spatial_pool_mode, config.newline_position, newline)
+    pool_mode = visual.pool_mode or config.spatial_pool_mode
+    return video_layout(visual.num_crops, side, pool_mode, config.newline_position, newline)
   if visual.kind == KIND_PLAIN:
     return _crop_tokens(0, side)
   if config.patch_merge_type == "flat":

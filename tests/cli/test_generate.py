@@ -18,7 +18,7 @@ from lladav_jax.demo import tokenizer as demo_tokenizer
 from lladav_jax.diffusion.generation import generate
 from lladav_jax.diffusion.settings import SamplerSettings
 from lladav_jax.images import load_image
-from lladav_jax.images.crops import inference_visuals
+from lladav_jax.images.crops import inference_visuals, video_visual
 from lladav_jax.models.compute import ComputeConfig
 from lladav_jax.models.lladav import LLaDAV
 from lladav_jax.samples import build_sample, collate, model_inputs
@@ -118,3 +118,75 @@ def test_several_images_take_upstreams_evaluation_layout(checkpoint, monkeypatch
             "--prompt", "Are they the same?", *SETTINGS])
   (sample,) = seen
   assert int(sample.image_mask.sum()) == 2 * CONFIG.vision.num_patches and sample.num_crops == 2
+
+
+def _spy_samples(monkeypatch):
+  seen = []
+  original = cli.generate
+
+  def spy(model, params, samples, settings, **kw):
+    seen.extend(samples)
+    return original(model, params, samples, settings, **kw)
+  monkeypatch.setattr(cli, "generate", spy)
+  return seen
+
+
+def _reference_video_answer(root, path, question: str, indices) -> str:
+  """Upstream's evaluation of a video question, re-stated: the frames at `indices` decoded in order
+  (read_video_pyav's loop), one placeholder, the pooled-frame layout, the default settings."""
+  import av
+  with av.open(str(path)) as container:
+    decoded = [f.to_image() for f in container.decode(video=0)]
+  tokenizer = Tokenizer.from_dir(root)
+  sample = build_sample(build_prompt(tokenizer, question, 1), [video_visual([decoded[i] for i in indices], CONFIG)],
+                        CONFIG)
+  settings = SamplerSettings(gen_length=8, steps=8, block_length=4, stop_sequences=((CONFIG.tokens.eot,),),
+                             vocab_limit=len(tokenizer))
+  from lladav_jax import load_pretrained
+  _, params = load_pretrained(root)
+  answers, _ = generate(LLaDAV(CONFIG, ComputeConfig(scan_layers=True)), {"params": params}, [sample], settings)
+  return tokenizer.decode([int(t) for t in answers[0]], skip_special_tokens=True).strip()
+
+
+def test_video_question_reads_frames_as_upstreams_evaluation(checkpoint, tmp_path, monkeypatch, capsys):
+  path = tiny.write_video(tmp_path / "clip.mp4", 9)
+  seen = _spy_samples(monkeypatch)
+  cli.main(["--checkpoint", str(checkpoint), "--video", str(path), "--max-frames", "4",
+            "--prompt", "What color is the circle?", *SETTINGS])
+  (sample,) = seen
+  # 4 frames of linspace(0, 8, 4) = 0, 2, 5, 8, each pooled to 14 x 14 with a newline per row ("grid")
+  assert sample.num_crops == 4 and int(sample.image_mask.sum()) == 4 * 14 * 15
+  expected = _reference_video_answer(checkpoint, path, "What color is the circle?", [0, 2, 5, 8])
+  assert capsys.readouterr().out.splitlines()[-1] == expected
+
+
+@pytest.mark.parametrize("frames,placeholders,tokens", [(2, 2, 2 * 2 * 210), (3, 3, 3 * 210)])
+def test_video_token_strategy_multiple(checkpoint, tmp_path, monkeypatch, frames, placeholders, tokens):
+  """One placeholder per frame: upstream gives two frames the whole video twice; from three frames on it
+  fails, and each placeholder gets its own frame here."""
+  path = tiny.write_video(tmp_path / "clip.mp4", 5)
+  seen = _spy_samples(monkeypatch)
+  prompts = []
+  original = cli.build_chat_prompt
+  monkeypatch.setattr(cli, "build_chat_prompt", lambda tok, messages, **kw: prompts.append(messages[-1].content)
+                      or original(tok, messages, **kw))
+  cli.main(["--checkpoint", str(checkpoint), "--video", str(path), "--max-frames", str(frames),
+            "--token-strategy", "multiple", "--prompt", "Which?", *SETTINGS])
+  assert prompts == [" ".join(["<image>"] * placeholders) + "\nWhich?"]
+  assert int(seen[0].image_mask.sum()) == tokens
+
+
+def test_bad_video_inputs_are_one_line_errors(checkpoint, tmp_path, capsys):
+  picture = str(checkpoint / "picture.png")
+  broken = tmp_path / "broken.mp4"
+  broken.write_bytes(b"definitely not a video")
+  clip = str(tiny.write_video(tmp_path / "clip.mp4", 3))
+  base = ["--checkpoint", str(checkpoint), "--prompt", "hi"]
+  for extra, message in ((["--video", "nowhere.mp4"], "video file not found: nowhere.mp4"),
+                         (["--video", str(broken)], "broken.mp4"),
+                         (["--video", clip, "--image", picture], "--video and --image cannot be combined"),
+                         (["--video", clip, "--max-frames", "0"], "--max-frames must be at least 1")):
+    with pytest.raises(SystemExit) as error:
+      cli.main(base + extra)
+    err = capsys.readouterr().err
+    assert error.value.code in (1, 2) and message in err and len(err.strip().splitlines()) == 1, err

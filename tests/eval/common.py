@@ -18,7 +18,7 @@ from lladav_jax.demo import tokenizer as demo_tokenizer
 from lladav_jax.diffusion.generation import generate
 from lladav_jax.diffusion.settings import SamplerSettings
 from lladav_jax.images import load_image
-from lladav_jax.images.crops import inference_visuals
+from lladav_jax.images.crops import inference_visuals, video_visual
 from lladav_jax.images.loading import to_rgb
 from lladav_jax.models.lladav import LLaDAV
 from lladav_jax.samples import build_sample, collate, model_inputs
@@ -57,9 +57,27 @@ def reference_answer(model, params, tokenizer, question, images, gen, steps, blo
   # Upstream's evaluation layout (tests/unit/test_inference_layout.py re-states its branches).
   sample = build_sample(ids, inference_visuals([to_rgb(b) if isinstance(b, Image.Image) else load_image(b)
                                                 for b in images], model.config), model.config)
+  return _reference_decode(model, params, tokenizer, sample, gen, steps, block, stops)
+
+
+def _reference_decode(model, params, tokenizer, sample, gen, steps, block, stops):
   stop_ids = tuple(tuple(tokenizer.encode(s, add_special_tokens=False)) for s in stops) + ((model.config.tokens.eot,),)
   settings = SamplerSettings(gen_length=gen, steps=steps, block_length=block, stop_sequences=stop_ids,
                              stop_order="upstream", vocab_limit=len(tokenizer))
   answers, _ = generate(model, params, [sample], settings)
   text = tokenizer.decode([int(t) for t in answers[0]], skip_special_tokens=True)
   return (text[:-1] if text.endswith(".") else text).strip()
+
+
+def reference_video_answer(model, params, tokenizer, question, path, indices, gen, steps, block, stops=(),
+                           think="no_think", placeholders=1):
+  """Upstream's decode of one video question: the frames at `indices` decoded in order with PyAV
+  (read_video_pyav's loop), one placeholder (or one per frame, each given the whole video: upstream's
+  fallback for at most two frames), the wrapper's prompt, stops and clean-up."""
+  import av
+  with av.open(str(path)) as container:
+    decoded = [f.to_image() for f in container.decode(video=0)]
+  clip = video_visual([decoded[i] for i in indices], model.config, pool_mode="bilinear")
+  ids = build_prompt(tokenizer, question, placeholders, think=think)
+  sample = build_sample(ids, [clip] * placeholders, model.config)
+  return _reference_decode(model, params, tokenizer, sample, gen, steps, block, stops)

@@ -98,3 +98,30 @@ def test_two_processes_match_one(files, tmp_path):
   assert (tmp_path / "multi" / "results.jsonl").read_bytes() == (tmp_path / "single" / "results.jsonl").read_bytes()
   assert len((tmp_path / "multi" / "results.jsonl").read_text().splitlines()) == 10
   assert "| accuracy |" in outputs[0] and "| accuracy |" not in outputs[1]  # only process 0 reports
+
+
+def test_cli_video_task_flags(checkpoint, tmp_path, capsys):
+  """A video task through the command line: --video-folder, the frame flags reach the run; bad flags
+  are one-line errors."""
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+  from tests import tiny
+  videos = tmp_path / "clips"
+  videos.mkdir()
+  tiny.write_video(videos / "v1.mp4", 5)
+  row = dict(videoID="v1", question_id="1-1", duration="short", domain="Knowledge", sub_category="Astronomy",
+             task_type="OCR Problems", question="What?", options=["A. a", "B. b", "C. c", "D. d"], answer="A")
+  data = tmp_path / "test.parquet"
+  pq.write_table(pa.Table.from_pylist([row]), data)
+  base = ["--checkpoint", str(checkpoint), "--data", str(data), "--no-progress"]
+  summary = cli.main(base + ["--task", "videomme", "--video-folder", str(videos), "--max-frames", "2",
+                             "--frame-rule", "pyav", "--output", str(tmp_path / "out")])
+  assert summary["num_scored"] == 1
+  assert summary["video"] == {"max_frames": 2, "frame_rule": "pyav", "token_strategy": "single",
+                              "pool_mode": "bilinear"}
+  for extra, message in ((["--task", "mmstar", "--video-folder", str(videos)], "--video-folder: task mmstar"),
+                         (["--task", "videomme", "--max-frames", "0"], "--max-frames: max_frames must be at least 1")):
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+      cli.main(base + extra)
+    assert message in capsys.readouterr().err

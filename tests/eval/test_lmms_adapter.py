@@ -111,3 +111,39 @@ def test_adapter_matches_the_upstream_wrapper(lmms_eval, checkpoint, setup):
   assert answers == expected
   with pytest.raises(NotImplementedError):
     model.loglikelihood(requests)
+
+
+def test_video_requests_read_frames_as_the_upstream_wrapper(lmms_eval, checkpoint, setup, tmp_path):
+  """doc_to_visual giving a path list is a video (the first path, max_frames_num frames, token_strategy);
+  a list of PIL frames stays several images; task metadata asking to sample frames is refused."""
+  from lmms_eval.api.instance import Instance
+  adapter = lmms_eval
+  clip = str(tiny.write_video(tmp_path / "clip.mp4", 9))
+  frames = [tiny.random_image(24, 16, seed=i) for i in range(3)]
+  model = adapter.LLaDAVJax(pretrained=str(checkpoint), batch_size="2", max_frames_num="3")
+  model.task_dict = {"v": {"test": [{"video": [clip, "ignored.mp4"]}, {"frames": frames}]}}
+
+  def visual(doc):
+    return doc.get("video") or doc["frames"]
+  kwargs = {"gen_length": 2, "block_length": 2, "gen_steps": 2, "think_mode": "no_think"}
+  contexts = [("What happens?", 0), ("Which frame?", 1)]
+  requests = [Instance("generate_until", (ctx, dict(kwargs), visual, doc, "v", "test"), i,
+                       metadata={"task": "v", "doc_id": doc, "repeats": 1}) for i, (ctx, doc) in enumerate(contexts)]
+  answers = model.generate_until(requests)
+
+  tiny_model, params, tokenizer = setup
+  assert answers == [
+      common.reference_video_answer(tiny_model, params, tokenizer, "What happens?", clip, [0, 4, 8], 2, 2, 2),
+      common.reference_answer(tiny_model, params, tokenizer, "Which frame?", frames, 2, 2, 2)]
+
+  twice = adapter.LLaDAVJax(pretrained=str(checkpoint), batch_size="2", max_frames_num="2", token_strategy="multiple")
+  twice.task_dict = model.task_dict
+  assert twice.generate_until(requests[:1]) == [common.reference_video_answer(
+      tiny_model, params, tokenizer, "What happens?", clip, [0, 8], 2, 2, 2, placeholders=2)]
+
+  sampled = Instance("generate_until", ("Which frame?", dict(kwargs), visual, 1, "v", "test"), 0,
+                     metadata={"task": "v", "doc_id": 1, "repeats": 1, "task_type": "video", "sample_frames": 2})
+  with pytest.raises(ValueError, match="sample_frames"):
+    model.generate_until([sampled])
+  with pytest.raises(ValueError, match="mm_spatial_pool_stride"):
+    adapter.LLaDAVJax(pretrained=str(checkpoint), mm_spatial_pool_stride="4")

@@ -41,7 +41,8 @@ MULTIPLE_CHOICE = Decoding(gen_length=2, steps=2, block_length=2)
 class Record:
   """One question. `index` is its position in the input (results are written in this order);
   `question` is the user text without image placeholders (they go in front, as upstream does);
-  `images` are bytes, file paths or PIL images; `target` and `meta` are JSON-ready."""
+  `images` are bytes, file paths or PIL images; `video` is a video file's path (then `images` is
+  empty); `target` and `meta` are JSON-ready."""
 
   index: int
   id: str
@@ -49,6 +50,7 @@ class Record:
   images: tuple
   target: Any
   meta: dict = dataclasses.field(default_factory=dict)
+  video: str | None = None
 
 
 class Task:
@@ -62,6 +64,10 @@ class Task:
   def decoding_for(self, records: Sequence[Record]) -> Decoding:
     """The decoding for these records (the task's fixed setting unless a task says otherwise)."""
     return self.decoding
+
+  def keeps(self, row: Row) -> bool:
+    """Whether a row belongs to the task (a benchmark folder may also hold files of other tasks)."""
+    return True
 
   def record(self, row: Row, index: int) -> Record:
     raise NotImplementedError
@@ -86,7 +92,7 @@ def load_records(task: Task, rows: Iterable[Row], limit: int | None = None) -> t
   """Records of the rows (at most `limit`), and the rows that could not be used: each
   {"index", "id", "error"}, the error naming file, row and column."""
   records, failures = [], []
-  for index, row in enumerate(rows):
+  for index, row in enumerate(row for row in rows if task.keeps(row)):
     if limit is not None and index >= limit:
       break
     if index == 0:
