@@ -103,6 +103,35 @@ def _load_workdir(path: pathlib.Path, scan_layers: bool, dtype, mesh, rules) -> 
   return Pretrained(config, workdir.read_params(str(path), traverse_util.unflatten_dict(targets)))
 
 
+WORKDIR, CONVERTED, HUGGING_FACE = "training workdir", "converted checkpoint", "Hugging Face directory"
+
+
+def checkpoint_kind(path: pathlib.Path) -> str:
+  """Which of the three layouts `path` holds; ValueError naming the path when none."""
+  if workdir.is_workdir(str(path)):
+    return WORKDIR
+  if checkpoint_dir.is_checkpoint(path) or (path / checkpoint_dir.PARAMS_DIR).exists():
+    return CONVERTED
+  if (path / layouts.CONFIG_FILE).is_file():
+    return HUGGING_FACE
+  if workdir.has_checkpoints(str(path)):
+    raise ValueError(f"{path}: a training workdir without {workdir.INFO_FILE} (written when training starts)")
+  raise ValueError(f"{path}: neither a converted checkpoint ({checkpoint_dir.INFO_FILE}) nor a Hugging Face "
+                   f"directory ({layouts.CONFIG_FILE} + *.safetensors or pytorch_model*.bin)")
+
+
+def pretrained_config(path: str | pathlib.Path, *, vision_config: dict | None = None) -> LLaDAVConfig:
+  """The config `load_pretrained(path)` would return, read without touching the params."""
+  path = pathlib.Path(path).expanduser().absolute()
+  kind = checkpoint_kind(path)
+  if kind == WORKDIR:
+    return workdir.read_description(str(path))[0]
+  if kind == CONVERTED:
+    checkpoint_dir.read_info(path)
+    return LLaDAVConfig.from_hf_config(layouts.read_config(path))
+  return layouts.lladav_config(path, vision_config)[0]
+
+
 def load_pretrained(path: str | pathlib.Path, *, scan_layers: bool = True, dtype=None, mesh: Mesh | None = None,
                     rules: Sequence | None = None, vision_config: dict | None = None) -> Pretrained:
   """Loads (config, params) from a converted checkpoint, a LLaDA-V Hugging Face directory or a
@@ -119,13 +148,9 @@ def load_pretrained(path: str | pathlib.Path, *, scan_layers: bool = True, dtype
   """
   path = pathlib.Path(path).expanduser().absolute()
   dtype = None if dtype is None else jnp.dtype(dtype)
-  if workdir.is_workdir(str(path)):
+  kind = checkpoint_kind(path)
+  if kind == WORKDIR:
     return _load_workdir(path, scan_layers, dtype, mesh, rules)
-  if checkpoint_dir.is_checkpoint(path) or (path / checkpoint_dir.PARAMS_DIR).exists():
+  if kind == CONVERTED:
     return _load_converted(path, scan_layers, dtype, mesh, rules)
-  if (path / layouts.CONFIG_FILE).is_file():
-    return _load_hf(path, scan_layers, dtype, mesh, rules, vision_config)
-  if workdir.has_checkpoints(str(path)):
-    raise ValueError(f"{path}: a training workdir without {workdir.INFO_FILE} (written when training starts)")
-  raise ValueError(f"{path}: neither a converted checkpoint ({checkpoint_dir.INFO_FILE}) nor a Hugging Face "
-                   f"directory ({layouts.CONFIG_FILE} + *.safetensors or pytorch_model*.bin)")
+  return _load_hf(path, scan_layers, dtype, mesh, rules, vision_config)

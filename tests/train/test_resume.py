@@ -61,7 +61,7 @@ def test_kill_9_then_rerun_gives_identical_losses(tmp_path, reference):
   proc = run_until_step(tmp_path, 5, signal.SIGKILL)
   assert proc.returncode == -signal.SIGKILL
   log = run_to_completion(tmp_path)
-  assert "resumed from step" in log, log[-3000:]
+  assert "resuming from step" in log, log[-3000:]
   # Same compiled program, same restored bits, same masks from fold_in(rng, step): exact equality.
   assert losses(tmp_path) == reference
 
@@ -73,5 +73,5 @@ def test_sigterm_saves_the_current_step_and_rerun_finishes_identically(tmp_path,
   stopped = max(int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit())
   assert stopped >= 3 and stopped < STEPS
   log = run_to_completion(tmp_path)
-  assert f"resumed from step {stopped}" in log
+  assert f"resuming from step {stopped}" in log
   assert losses(tmp_path) == reference
