@@ -11,6 +11,7 @@ data, checkpoint to start from). Any other error keeps its traceback.
 
 import logging
 import os
+import re
 import sys
 import traceback
 
@@ -39,7 +40,12 @@ def main(argv):
   value = {name: holder.value for name, holder in _DISTRIBUTED.items()}
   cli.start_distributed(value["coordinator-address"], value["num-processes"], value["process-id"],
                         auto=value["distributed"])
-  # After jax.distributed: the loop touches the devices.
+  sys.exit(run(_CONFIG.value, _WORKDIR.value))
+
+
+def run(config, workdir: str) -> int:
+  """Trains; the failures a person can act on become one line on stderr and RUN_EXIT."""
+  # Imported after jax.distributed has started: the loop touches the devices.
   from lladav_jax.checkpoints.fitting import CheckpointMismatch
   from lladav_jax.convert.problems import ConversionError
   from lladav_jax.data import DataError, SourceError, TokenizerError
@@ -47,10 +53,11 @@ def main(argv):
   expected = (preflight.RunConfigError, CheckpointMismatch, ConversionError, SourceError, DataError, TokenizerError,
               loop.TrainingDiverged)
   try:
-    loop.train(_CONFIG.value, _WORKDIR.value)
+    loop.train(config, workdir)
   except expected as e:
     print(f"error: {preflight.one_line(e)}", file=sys.stderr)
-    sys.exit(RUN_EXIT)
+    return RUN_EXIT
+  return 0
 
 
 def config_path(argv: list[str]) -> str | None:
@@ -84,14 +91,20 @@ def config_file_problem(path: str, argv: list[str]) -> str | None:
     lines = [frame.lineno for frame in traceback.extract_tb(e.__traceback__)
              if os.path.abspath(frame.filename) == os.path.abspath(path)]
     where = f" (line {lines[-1]})" if lines and not isinstance(e, SyntaxError) else ""
-    return f"--config {path}: {type(e).__name__}: {e}{where}"
+    return f"--config {path}: {type(e).__name__}: {_plain(e)}{where}"
   for field in overridden_fields(argv):
     try:
       override_path.get_value(field, config)
     except (KeyError, AttributeError, IndexError, TypeError) as e:
-      hint = str(e).split("\n")[-1].strip("'\"") if "Did you mean" in str(e) else ""
-      return f"--config.{field}: {path} has no such field" + (f" ({hint})" if hint else "")
+      hint = re.search(r'Did you mean "([^"]+)"', str(e))
+      return f"--config.{field}: {path} has no such field" + (f' (did you mean "{hint[1]}"?)' if hint else "")
   return None
+
+
+def _plain(error: BaseException) -> str:
+  """ConfigDict's KeyError / AttributeError messages are reprs of messages: unquoted, on one line."""
+  text = str(error).replace("\\n", "\n").strip("'\"")
+  return "; ".join(line.strip("'\"") for line in text.splitlines() if line.strip())
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -156,7 +156,10 @@ def train(config: ConfigDict, workdir: str) -> dict[int, dict]:
   mesh, rules = preflight.mesh_and_rules(config)
   preflight.check_batch_layout(config.train, mesh, rules)
   model_config = preflight.fitted_model_config(config, model_config, workdir)
-  os.makedirs(workdir, exist_ok=True)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise preflight.RunConfigError(f"workdir {workdir}: cannot create it ({e.strerror})") from None
   rows = multihost.process_rows(sharding.batch_sharding(mesh, 1, rules), config.train.global_batch_size)
   batches, num_examples = open_host_batches(config, model_config, rows, workdir)
   try:
