@@ -1,6 +1,7 @@
 """Killing the CLI mid-run (kill -9, or SIGTERM) and rerunning the same command gives exactly the
 losses of an uninterrupted run."""
 
+import json
 import os
 import signal
 import subprocess
@@ -45,8 +46,10 @@ def run_until_step(workdir, step: int, sig: int) -> subprocess.Popen:
 
 
 def losses(workdir):
-  metrics = read_metrics(os.path.join(workdir, "metrics.jsonl"))
-  assert sorted(metrics) == list(range(1, STEPS + 1))
+  path = os.path.join(workdir, "metrics.jsonl")
+  with open(path) as f:
+    assert [json.loads(line)["step"] for line in f] == list(range(1, STEPS + 1)), "each step once, in order"
+  metrics = read_metrics(path)
   return [metrics[s]["loss"] for s in range(1, STEPS + 1)]
 
 
