@@ -235,8 +235,9 @@ def test_too_many_rejects_stop_the_run_naming_the_reason_and_an_example(tmp_path
   config = _config([SourceSpec(path, image_folder=str(images))], batch_size=2, num_epochs=None, shuffle=False,
                    max_rejected_fraction=0.2, rejects_dir=str(tmp_path / "rejects"))
   it = make_data_iterator(config, CONFIG, tokenizer, shard_index=0, shard_count=1)
-  with pytest.raises(DataError, match=r"of \d+ records read were rejected, more than data.max_rejected_fraction "
-                                      r"= 0.2: mostly image_missing \(\d+; e.g. image file not found: .*missing0.jpg\)"):
+  expected = (r"of \d+ records read were rejected, more than data.max_rejected_fraction = 0.2: mostly image_missing "
+              r"\(\d+; e.g. image file not found: .*missing0.jpg\)")
+  with pytest.raises(DataError, match=expected):
     for _ in range(records):
       next(it)
   stats = it.stats()

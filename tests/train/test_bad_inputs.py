@@ -6,7 +6,6 @@ the parts that vary) matched against what the command prints.
 
 import dataclasses
 import json
-import pathlib
 import re
 import subprocess
 import sys

@@ -79,7 +79,7 @@ def test_an_upstream_checkpoint_fits_when_every_dimension_matches(tmp_path):
                              vision_tower_name=run.vision_tower_name) == run
   plan = loop.setup(config, total_steps=4, model_config=fitted)
   loaded = flat(loop.load_init_params(str(path), plan))
-  stored = checkpoints.bf16({k: np.asarray(v, np.float32) for k, v in flat(plan.init().params).items()})
+  stored = checkpoints.bf16({k: np.array(v, np.float32) for k, v in flat(plan.init().params).items()})
   for key, value in stored.items():
     np.testing.assert_array_equal(np.asarray(loaded[key], np.float32), np.asarray(value, np.float32))
 
