@@ -68,7 +68,8 @@ def get_config() -> ConfigDict:
       keep=1,  # checkpoints kept in the workdir
       async_save=True,
       # Params at step 0 when the workdir has no checkpoint: anything load_pretrained reads (a
-      # converted checkpoint, a LLaDA-V Hugging Face directory, a previous stage's workdir). Empty: random init.
+      # converted checkpoint, a LLaDA-V Hugging Face directory, a previous stage's workdir). Empty: random
+      # init; unset (None, the fine-tuning recipes): the run refuses to start until it is given.
       init_from="",
   ))
   # The data pipeline (lladav_jax.data.DataConfig, all its fields; see docs/training.md). The train

@@ -1,2 +1,3 @@
 """Parameters on disk: `load_pretrained` (converted checkpoints, Hugging Face directories, training
-workdirs) and the training workdir's checkpoints (`workdir.py`)."""
+workdirs), whether a checkpoint fits a run's model (`fitting.py`) and the training workdir's checkpoints
+(`workdir.py`)."""

@@ -139,6 +139,7 @@ def load_config(path: str | pathlib.Path, *, vision_config: dict | None = None) 
   if kind == WORKDIR:
     return workdir.read_description(str(path))[0]
   if kind == CONVERTED:
+    checkpoint_dir.read_info(path)
     return LLaDAVConfig.from_hf_config(layouts.read_config(path))
   return layouts.lladav_config(path, vision_config)[0]
 

@@ -15,16 +15,18 @@ resumes from the previous one). Params are a separate item so that a later stage
 `load_pretrained`) can take an earlier run's params alone.
 """
 
+import contextlib
 import dataclasses
 import json
+import logging
 import os
-import shutil
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from lladav_jax.atomic_files import write_atomic
 from lladav_jax.model_config import LLaDAVConfig
 
 CHECKPOINT_DIR = "checkpoints"
@@ -85,6 +87,24 @@ class Saved:
   data: dict
 
 
+class _ReadOnlyNotice(logging.Filter):
+  """orbax announces every read-only manager with a warning; reading a workdir is not worth one."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Given directory is read only")
+
+
+@contextlib.contextmanager
+def _without_read_only_notice():
+  notice = _ReadOnlyNotice()
+  absl_logger = logging.getLogger("absl")  # orbax logs through absl.logging
+  absl_logger.addFilter(notice)
+  try:
+    yield
+  finally:
+    absl_logger.removeFilter(notice)
+
+
 class Checkpointer:
   """Saves and restores the items of a run under `workdir/checkpoints`.
 
@@ -95,15 +115,16 @@ class Checkpointer:
   def __init__(self, workdir: str, *, every_steps: int = 1, keep: int | None = None, async_save: bool = False,
                read_only: bool = False):
     self.directory = epath.Path(os.path.abspath(workdir)) / CHECKPOINT_DIR  # orbax needs absolute paths
-    self.manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(
-            # Every `every_steps` only (orbax would also save the first step).
-            save_decision_policy=ocp.checkpoint_managers.FixedIntervalPolicy(every_steps),
-            max_to_keep=keep, enable_async_checkpointing=async_save, cleanup_tmp_directories=not read_only,
-            create=not read_only, read_only=read_only),
-        item_names=ITEMS,
-    )
+    if read_only:  # nothing that saves or deletes: orbax warns about each such option it has to drop
+      options = ocp.CheckpointManagerOptions(read_only=True, create=False, cleanup_tmp_directories=False,
+                                             save_interval_steps=0, enable_async_checkpointing=False)
+    else:
+      options = ocp.CheckpointManagerOptions(
+          # Every `every_steps` only (orbax would also save the first step).
+          save_decision_policy=ocp.checkpoint_managers.FixedIntervalPolicy(every_steps),
+          max_to_keep=keep, enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
+    with _without_read_only_notice():
+      self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -163,16 +184,30 @@ def has_checkpoints(path: str) -> bool:
 
 
 def describe(workdir: str, model_config: LLaDAVConfig, scan_layers: bool, tokenizer_dir: str | None) -> None:
-  """Writes config.json, lladav_workdir.json and tokenizer/ into `workdir` (call on process 0 only)."""
+  """Writes config.json, lladav_workdir.json and tokenizer/ into `workdir` (call on process 0 only);
+  each file is written whole, with the umask's permissions (copies do not keep the source's mode)."""
   root = epath.Path(workdir)
-  (root / CONFIG_FILE).write_text(json.dumps(model_config.to_hf_config(), indent=1))
-  (root / INFO_FILE).write_text(json.dumps({"scan_layers": bool(scan_layers)}))
+  write_atomic(root / CONFIG_FILE, json.dumps(model_config.to_hf_config(), indent=1))
+  write_atomic(root / INFO_FILE, json.dumps({"scan_layers": bool(scan_layers)}))
   if tokenizer_dir and os.path.isfile(os.path.join(tokenizer_dir, "tokenizer.json")):
     target = root / TOKENIZER_DIR
     target.mkdir(exist_ok=True)
     for name in os.listdir(tokenizer_dir):
-      if name.startswith(("tokenizer", "special_tokens")) and os.path.isfile(os.path.join(tokenizer_dir, name)):
-        shutil.copy2(os.path.join(tokenizer_dir, name), str(target / name))
+      source = os.path.join(tokenizer_dir, name)
+      if name.startswith(("tokenizer", "special_tokens")) and os.path.isfile(source):
+        with open(source, "rb") as f:
+          write_atomic(target / name, f.read())
+
+
+def latest_step(workdir: str) -> int | None:
+  """The latest complete step saved in `workdir`, read without writing anything (None: none)."""
+  if not has_checkpoints(workdir):
+    return None
+  reader = Checkpointer(workdir, read_only=True)
+  try:
+    return reader.latest_step()
+  finally:
+    reader.close()
 
 
 def read_description(workdir: str) -> tuple[LLaDAVConfig, bool]:

@@ -1,7 +1,10 @@
 """Options of the data pipeline (a frozen dataclass; `data_config` reads it from a run config)."""
 
 import dataclasses
+import typing
 from typing import Any, Mapping
+
+from ml_collections import config_dict
 
 from lladav_jax.data.chat_format import DEFAULT_SYSTEM_PROMPT, TEMPLATE_LLADA, TEMPLATES
 from lladav_jax.data.media import VideoOptions
@@ -66,6 +69,9 @@ class DataConfig:
   rejects_dir: str | None = None
   # This many rejects in a row stop the run with an error (a wrong image folder would otherwise spin forever).
   max_consecutive_rejects: int = 10000
+  # A larger fraction of rejected records stops the run with an error naming the main reason (checked from
+  # REJECT_CHECK_RECORDS records read on, or one pass over the shard if that is shorter; and by `check_rejects`).
+  max_rejected_fraction: float = 0.1
 
   def __post_init__(self):
     if not self.sources:
@@ -82,7 +88,10 @@ class DataConfig:
                "packed rows use masked padding: set padding='masked' with packing"),
               (all(b >= 0 for b in self.crop_buckets) and list(self.crop_buckets) == sorted(self.crop_buckets)
                and self.crop_buckets, f"crop_buckets {self.crop_buckets} must be ascending and >= 0"),
-              (self.num_epochs is None or self.num_epochs >= 1, f"num_epochs {self.num_epochs} < 1")]
+              (self.num_epochs is None or self.num_epochs >= 1, f"num_epochs {self.num_epochs} < 1"),
+              (0 <= self.max_rejected_fraction <= 1, f"max_rejected_fraction {self.max_rejected_fraction} is not "
+               "in [0, 1]"),
+              (self.max_consecutive_rejects >= 1, f"max_consecutive_rejects {self.max_consecutive_rejects} < 1")]
     if self.seq_len_buckets is not None:
       checks.append((list(self.seq_len_buckets) == sorted(self.seq_len_buckets) and self.seq_len_buckets
                      and self.seq_len_buckets[0] >= 1, f"seq_len_buckets {self.seq_len_buckets} must be ascending"))
@@ -110,10 +119,18 @@ class DataConfig:
     return tuple(self.seq_len_buckets)
 
 
+def _section_entry(field: dataclasses.Field) -> Any:
+  """A field's default; None becomes a placeholder of the field's type, so that an override can set it."""
+  if field.default is not None:
+    return field.default
+  kind = next(t for t in typing.get_args(field.type) if t is not type(None))
+  return config_dict.placeholder(typing.get_origin(kind) or kind)
+
+
 def data_section() -> dict[str, Any]:
   """DataConfig's fields and defaults as a run-config section (`sources` empty: a recipe sets them;
   dicts of SourceSpec fields)."""
-  fields = {f.name: f.default for f in dataclasses.fields(DataConfig) if f.name != "sources"}
+  fields = {f.name: _section_entry(f) for f in dataclasses.fields(DataConfig) if f.name != "sources"}
   return dict(fields, video=dataclasses.asdict(fields["video"]), sources=[])
 
 

@@ -19,11 +19,11 @@ import grain
 import numpy as np
 from absl import flags
 
-from lladav_jax.data import batching, rejects
+from lladav_jax.data import batching, rejects, workers
 from lladav_jax.data.chat_format import ChatEncoder
 from lladav_jax.data.config import PADDING_UPSTREAM, DataConfig
 from lladav_jax.data.examples import ExampleBuilder, sample_from_example
-from lladav_jax.data.sources import RecordSource
+from lladav_jax.data.sources import RecordSource, SourceError
 from lladav_jax.data.tokenizer import Tokenizer
 from lladav_jax.model_config import LLaDAVConfig
 
@@ -32,6 +32,23 @@ class DataError(RuntimeError):
 
 
 COUNTERS = ("accepted", "truncated", "dropped_at_end") + rejects.REASONS
+# The rejected fraction is judged once this many records were read (or one pass over the shard, if shorter).
+REJECT_CHECK_RECORDS = 100
+
+
+def rejected_fraction_problem(counts: dict[str, int], examples: dict[str, str], limit: float,
+                              log_path: str | None) -> str | None:
+  """Why the records read so far cannot feed a run (more than `limit` of them rejected), or None."""
+  rejected = {reason: counts.get(reason, 0) for reason in rejects.REASONS if counts.get(reason, 0)}
+  read = counts.get("accepted", 0) + sum(rejected.values())
+  if not read or sum(rejected.values()) <= limit * read:
+    return None
+  main = max(rejected, key=rejected.get)
+  example = examples.get(main, "see the rejects log")
+  others = ", ".join(f"{reason} {count}" for reason, count in rejected.items() if reason != main)
+  return (f"{sum(rejected.values())} of {read} records read were rejected, more than "
+          f"data.max_rejected_fraction = {limit:g}: mostly {main} ({rejected[main]}; e.g. {example})"
+          + (f"; also {others}" if others else "") + f". Are the data paths and folders right? Rejects log: {log_path}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +62,7 @@ class _BatchPlan:
   pad_id: int
   rejects_path: str | None
   specs_paths: tuple[str, ...]
+  records_per_pass: int  # of this shard, in one epoch
 
 
 class _BatchIterDataset(grain.IterDataset):
@@ -69,9 +87,10 @@ class _BatchIterator(grain.DatasetIterator):
     self._plan = plan
     self._log = rejects.RejectLog(plan.rejects_path)
     self._counts = dict.fromkeys(COUNTERS, 0)
+    self._examples: dict[str, str] = {}  # reason -> the detail of its first reject
     self._pending = None  # (example, parent state before it, counters before it)
     self._consecutive_rejects = 0
-    self._resume = None  # (parent state, counters) where the next batch starts; None = from the start
+    self._resume = None  # (parent state, counters, examples) where the next batch starts; None = from the start
 
   def _read(self, want_state: bool) -> tuple[dict, Any, dict]:
     """The next accepted example, with the parent state and counters from just before it."""
@@ -83,11 +102,18 @@ class _BatchIterator(grain.DatasetIterator):
         self._counts[element["reject"]] += 1
         self._consecutive_rejects += 1
         entry = self._log_entry(element, element["reject"], element["detail"])
+        self._examples.setdefault(element["reject"], entry["detail"])
         if self._consecutive_rejects >= self._plan.config.max_consecutive_rejects:
           reasons = {k: v for k, v in self._counts.items() if k in rejects.REASONS and v}
           raise DataError(f"{self._consecutive_rejects} records in a row were rejected (so far {reasons}); the last: "
                           f"{entry['detail']}. Are the data paths and folders right? Rejects log: "
                           f"{self._plan.rejects_path}")
+        read = self._counts["accepted"] + sum(self._counts[reason] for reason in rejects.REASONS)
+        if read >= min(REJECT_CHECK_RECORDS, self._plan.records_per_pass):
+          problem = rejected_fraction_problem(self._counts, self._examples, self._plan.config.max_rejected_fraction,
+                                              self._plan.rejects_path)
+          if problem:
+            raise DataError(problem)
         continue
       self._consecutive_rejects = 0
       self._counts["accepted"] += 1
@@ -121,12 +147,12 @@ class _BatchIterator(grain.DatasetIterator):
     except StopIteration:  # the end of a finite run: a last, partial batch, unless dropped
       if not examples or cfg.drop_remainder:
         self._counts["dropped_at_end"] += len(examples)
-        self._resume = (self._parent.get_state(), dict(self._counts))
+        self._resume = (self._parent.get_state(), dict(self._counts), dict(self._examples))
         raise
     if self._pending is not None:
-      self._resume = (self._pending[1], self._pending[2])
+      self._resume = (self._pending[1], self._pending[2], dict(self._examples))
     else:
-      self._resume = (self._parent.get_state(), dict(self._counts))
+      self._resume = (self._parent.get_state(), dict(self._counts), dict(self._examples))
     if packer is not None:
       rows = packer.rows
     elif cfg.padding == PADDING_UPSTREAM:
@@ -139,16 +165,17 @@ class _BatchIterator(grain.DatasetIterator):
 
   def get_state(self) -> dict:
     if self._resume is None:
-      self._resume = (self._parent.get_state(), dict(self._counts))
-    state, counts = self._resume
-    return {"parent": state, "counts": dict(counts)}
+      self._resume = (self._parent.get_state(), dict(self._counts), dict(self._examples))
+    state, counts, examples = self._resume
+    return {"parent": state, "counts": dict(counts), "examples": dict(examples)}
 
   def set_state(self, state: dict) -> None:
     self._parent.set_state(state["parent"])
     self._counts = dict.fromkeys(COUNTERS, 0)
     self._counts.update(state["counts"])
+    self._examples = dict(state.get("examples", {}))  # states saved before examples were kept have none
     self._pending = None
-    self._resume = (state["parent"], dict(self._counts))
+    self._resume = (state["parent"], dict(self._counts), dict(self._examples))
 
   def close(self) -> None:
     self._log.close()
@@ -162,8 +189,10 @@ class DataIterator:
   the batches returned so far (accepted, truncated, and one per reject reason).
   """
 
-  def __init__(self, dataset: grain.IterDataset):
+  def __init__(self, dataset: grain.IterDataset, data_config: DataConfig, rejects_path: str | None):
     self._iterator = dataset.__iter__()
+    self._max_rejected_fraction = data_config.max_rejected_fraction
+    self._rejects_path = rejects_path
 
   def __iter__(self):
     return self
@@ -179,6 +208,15 @@ class DataIterator:
 
   def stats(self) -> dict[str, int]:
     return dict(self.get_state()["counts"])
+
+  def check_rejects(self) -> None:
+    """DataError when more than `max_rejected_fraction` of the records read so far were rejected (the
+    pipeline checks this itself only once it has read enough records; call it at the end of a run)."""
+    state = self.get_state()
+    problem = rejected_fraction_problem(state["counts"], state["examples"], self._max_rejected_fraction,
+                                        self._rejects_path)
+    if problem:
+      raise DataError(problem)
 
   @property
   def grain_iterator(self) -> grain.DatasetIterator:
@@ -223,7 +261,7 @@ def make_dataset(data_config: DataConfig, model_config: LLaDAVConfig, tokenizer:
   seq_buckets = cfg.resolved_seq_buckets(max_length)
   source = RecordSource(list(cfg.sources), cfg.index_dir, seed=cfg.seed)
   if len(source) == 0:
-    raise ValueError(f"the data sources hold no records: {[s.path for s in cfg.sources]}")
+    raise SourceError(f"no records in {', '.join(s.path for s in cfg.sources)}")
   ds = grain.MapDataset.source(source)
   if cfg.shuffle:
     ds = ds.shuffle(seed=cfg.seed)
@@ -236,10 +274,11 @@ def make_dataset(data_config: DataConfig, model_config: LLaDAVConfig, tokenizer:
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers,
-                                                     per_worker_buffer_size=cfg.worker_buffer_size))
+                                                     per_worker_buffer_size=cfg.worker_buffer_size),
+                        worker_init_fn=workers.parent_watch())
   plan = _BatchPlan(cfg, model_config, max_length, seq_buckets, tokenizer.pad_id,
                     rejects.reject_log_path(cfg.rejects_dir, shard_index, shard_count),
-                    tuple(s.path for s in cfg.sources))
+                    tuple(s.path for s in cfg.sources), records_per_pass=-(-len(source) // shard_count))
   it = _BatchIterDataset(it, plan)
   if cfg.prefetch_batches > 0:
     it = grain.experimental.ThreadPrefetchIterDataset(it, prefetch_buffer_size=cfg.prefetch_batches)
@@ -249,5 +288,8 @@ def make_dataset(data_config: DataConfig, model_config: LLaDAVConfig, tokenizer:
 def make_data_iterator(data_config: DataConfig, model_config: LLaDAVConfig, tokenizer: Tokenizer, *,
                        shard_index: int | None = None, shard_count: int | None = None) -> DataIterator:
   """Batches for this process (shard defaults: jax.process_index() of jax.process_count())."""
+  if shard_index is None or shard_count is None:
+    shard_index, shard_count = _default_shard()
   return DataIterator(make_dataset(data_config, model_config, tokenizer, shard_index=shard_index,
-                                   shard_count=shard_count))
+                                   shard_count=shard_count), data_config,
+                      rejects.reject_log_path(data_config.rejects_dir, shard_index, shard_count))

@@ -187,12 +187,18 @@ def load_or_build_index(path: str, index_dir: str | None = None) -> str:
         return out
   except (OSError, ValueError):
     pass
-  spans = scan_file(path)
+  try:
+    spans = scan_file(path)
+  except OSError as e:  # a directory, no permission to read
+    raise SourceError(f"data file {path}: {e.strerror}") from e
   directory = os.path.dirname(out) or "."
-  os.makedirs(directory, exist_ok=True)
-  # The index first, the metadata (which marks it valid) last, each by an atomic rename.
-  write_atomic(out, lambda f: np.save(f, spans))
-  write_atomic(meta_path, json.dumps(dict(meta, count=len(spans))))
+  try:
+    os.makedirs(directory, exist_ok=True)
+    # The index first, the metadata (which marks it valid) last, each by an atomic rename.
+    write_atomic(out, lambda f: np.save(f, spans))
+    write_atomic(meta_path, json.dumps(dict(meta, count=len(spans))))
+  except OSError as e:
+    raise SourceError(f"index of {path}: cannot write {out}: {e.strerror} (set the data config's index_dir)") from e
   return out
 
 
@@ -205,6 +211,8 @@ class RecordSource:
   """
 
   def __init__(self, specs: list[SourceSpec], index_dir: str | None = None, seed: int = 0):
+    self._spans = None
+    self._fds = None  # set first: __del__ runs even when a file below cannot be read
     if not specs:
       raise ValueError("no data sources given")
     self.specs = list(specs)
@@ -223,8 +231,6 @@ class RecordSource:
         self._selections.append(np.sort(rng.permutation(count)[:n]))
     sizes = [s[1] - s[0] if isinstance(s, tuple) else len(s) for s in self._selections]
     self._bounds = np.cumsum([0] + sizes)
-    self._spans = None
-    self._fds = None
 
   def __len__(self) -> int:
     return int(self._bounds[-1])

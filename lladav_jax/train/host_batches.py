@@ -10,6 +10,7 @@ DatasetIterator provides), so its position goes into every checkpoint.
 """
 
 import dataclasses
+import os
 from typing import Iterator, Protocol
 
 import numpy as np
@@ -18,6 +19,8 @@ from lladav_jax.images.crops import KIND_ANYRES, KIND_SINGLE, Visual
 from lladav_jax.model_config import LLaDAVConfig
 from lladav_jax.samples import Sample, build_sample, collate
 from lladav_jax.tokens import IGNORE_LABEL, IMAGE_PLACEHOLDER_ID
+
+REJECTS_DIR = "rejects"  # in the workdir: the pipeline's rejects log, one file per process
 
 
 class HostBatchIterator(Protocol):
@@ -96,12 +99,13 @@ class ShardedBatches:
     self.next_batch = int(state["next_batch"])
 
 
-def open_host_batches(config, model_config: LLaDAVConfig, rows: tuple[int, int]
+def open_host_batches(config, model_config: LLaDAVConfig, rows: tuple[int, int], workdir: str
                       ) -> tuple[HostBatchIterator, int]:
   """This process's host-batch iterator for the run config, and the number of examples in one epoch.
 
-  `config.train.data_source`: "pipeline" (lladav_jax.data configured by `config.data`), or
-  "synthetic" (SyntheticSource configured by `config.train.synthetic`).
+  `config.train.data_source`: "pipeline" (lladav_jax.data configured by `config.data`; its rejects log
+  goes to `workdir/rejects/` unless `config.data.rejects_dir` says otherwise), or "synthetic"
+  (SyntheticSource configured by `config.train.synthetic`).
   """
   train = config.train
   if train.data_source == "synthetic":
@@ -112,21 +116,22 @@ def open_host_batches(config, model_config: LLaDAVConfig, rows: tuple[int, int]
                              seq_len=synthetic.seq_len, max_crops=synthetic.max_crops)
     return batches, len(source)
   if train.data_source == "pipeline":
-    return open_pipeline_batches(config, model_config, rows)
+    return open_pipeline_batches(config, model_config, rows, os.path.join(workdir, REJECTS_DIR))
   raise ValueError(f"config.train.data_source = {train.data_source!r}; choices: 'pipeline', 'synthetic'")
 
 
-def open_pipeline_batches(config, model_config: LLaDAVConfig, rows: tuple[int, int]
+def open_pipeline_batches(config, model_config: LLaDAVConfig, rows: tuple[int, int], rejects_dir: str
                           ) -> tuple[HostBatchIterator, int]:
-  """lladav_jax.data's grain pipeline: `config.data` with batch_size = this process's rows; each
-  process reads its own shard of the records (shard = process index)."""
+  """lladav_jax.data's grain pipeline: `config.data` with batch_size = this process's rows (and the rejects
+  log in `rejects_dir` unless the config names one); each process reads its own shard of the records
+  (shard = process index)."""
   import jax
 
   from lladav_jax import data
 
-  if not config.train.tokenizer_dir:
-    raise ValueError("config.train.tokenizer_dir is empty: the data pipeline needs the LLaDA tokenizer")
-  data_config = dataclasses.replace(data.data_config(config.data), batch_size=rows[1] - rows[0])
+  data_config = data.data_config(config.data)
+  data_config = dataclasses.replace(data_config, batch_size=rows[1] - rows[0],
+                                    rejects_dir=data_config.rejects_dir or rejects_dir)
   tokenizer = data.Tokenizer.from_dir(config.train.tokenizer_dir)
   num_examples = len(data.RecordSource(list(data_config.sources), data_config.index_dir, seed=data_config.seed))
   iterator = data.make_data_iterator(data_config, model_config, tokenizer, shard_index=jax.process_index(),

@@ -15,17 +15,19 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from ml_collections import ConfigDict
 
 from lladav_jax import multihost, run_config, sharding
+from lladav_jax.checkpoints import fitting
 from lladav_jax.checkpoints.pretrained import load_pretrained
 from lladav_jax.checkpoints.workdir import Checkpointer, describe
+from lladav_jax.data.pipeline import DataError
+from lladav_jax.data.rejects import REASONS
 from lladav_jax.models.lladav import LLaDAV
 from lladav_jax.samples import abstract_inputs
 from lladav_jax.tokens import IGNORE_LABEL
-from lladav_jax.train import metrics, optimizer
-from lladav_jax.train.host_batches import HostBatchIterator, open_host_batches
+from lladav_jax.train import metrics, optimizer, preflight
+from lladav_jax.train.host_batches import REJECTS_DIR, HostBatchIterator, open_host_batches
 from lladav_jax.train.state import TrainState, sharded_init, with_params, with_shardings
 from lladav_jax.train.step import LABELS, jit_train_step, make_train_step
 
@@ -69,28 +71,15 @@ def batch_spec(config: ConfigDict, model_config, seq_len: int, max_crops: int) -
   return spec
 
 
-def setup(config: ConfigDict, total_steps: int, devices=None) -> TrainSetup:
-  """The model, mesh, sharded state layout and jitted step of a run of `total_steps` optimiser steps."""
-  model_config = run_config.model_config(config)
-  if not 0 <= model_config.tokens.mask < model_config.text.vocab_size:
-    raise ValueError(f"model.tokens.mask = {model_config.tokens.mask} is outside the vocabulary "
-                     f"[0, {model_config.text.vocab_size})")
+def setup(config: ConfigDict, total_steps: int, devices=None, model_config=None) -> TrainSetup:
+  """The model, mesh, sharded state layout and jitted step of a run of `total_steps` optimiser steps
+  (model_config: the run config's, unless given, e.g. fitted to the checkpoint it starts from)."""
+  if model_config is None:
+    model_config = preflight.check_config(config)
   train = config.train
-  if train.global_batch_size % train.micro_batches:
-    raise ValueError(f"train.global_batch_size {train.global_batch_size} is not divisible by "
-                     f"train.micro_batches {train.micro_batches}")
-  compute = run_config.compute_config(config)
-  if train.dialogue_causal and compute.attention_impl == "splash":
-    raise ValueError("train.dialogue_causal needs the turn-causal mask, which compute.attention_impl = 'splash' "
-                     "cannot express; use 'blockwise', 'xla' or 'cudnn'")
-  model = LLaDAV(model_config, compute)
-  mesh = sharding.create_mesh(config.mesh.to_dict(), devices)
-  rules = sharding.normalize_rules(config.logical_axis_rules)
-  shards = batch_shards(mesh, rules)
-  micro_rows = train.global_batch_size // train.micro_batches
-  if micro_rows % shards:
-    raise ValueError(f"a micro-batch of {micro_rows} rows (train.global_batch_size / train.micro_batches) "
-                     f"cannot be split over the {shards} batch shards of mesh {dict(mesh.shape)}")
+  model = LLaDAV(model_config, run_config.compute_config(config))
+  mesh, rules = preflight.mesh_and_rules(config, devices)
+  preflight.check_batch_layout(train, mesh, rules)
   tx, labels, abstract_state, state_shardings, init = sharded_init(
       model, lambda params: optimizer.make_optimizer(config.optim, params, total_steps), mesh, rules, config.seed)
   batch_shardings = {k: sharding.batch_sharding(mesh, v.ndim, rules)
@@ -105,24 +94,14 @@ def setup(config: ConfigDict, total_steps: int, devices=None) -> TrainSetup:
                     total_steps)
 
 
-def batch_shards(mesh, rules) -> int:
-  """Into how many parts the batch axis is split (the product of the batch's mesh axes)."""
-  spec = sharding.batch_sharding(mesh, 1, rules).spec
-  axes = spec[0] if spec and isinstance(spec[0], tuple) else (spec[0] if spec else None,)
-  return int(np.prod([mesh.shape[a] for a in axes if a is not None]))
-
-
 def load_init_params(path: str, p: TrainSetup) -> Any:
   """Params from an earlier stage's workdir, a converted checkpoint or a LLaDA-V Hugging Face
-  directory (`load_pretrained`), read straight into their shardings; its towers must be the run's."""
+  directory (`load_pretrained`), read straight into their shardings; CheckpointMismatch names every
+  model field in which it differs from the run's model (checkpoints/fitting.py)."""
   compute = p.model.compute
   loaded = load_pretrained(path, scan_layers=compute.scan_layers, dtype=compute.param_dtype, mesh=p.mesh,
                            rules=p.rules)
-  want = p.model.config
-  for part in ("text", "vision", "projector"):
-    if getattr(loaded.config, part) != getattr(want, part):
-      raise ValueError(f"{path}: its {part} config {getattr(loaded.config, part)} differs from the run "
-                       f"config's {getattr(want, part)}")
+  fitting.fitted_config(loaded.config, p.model.config, f"config.checkpoint.init_from {path}")
   return loaded.params
 
 
@@ -133,7 +112,7 @@ def initial_state(config: ConfigDict, p: TrainSetup, ckpt: Checkpointer,
     target = with_shardings(p.abstract_state, p.state_shardings)
     saved = ckpt.restore(params=target.params, opt_state=target.opt_state, progress=target.progress, step=latest)
     batches.set_state(saved.data)
-    return TrainState.from_checkpoint(saved.params, saved.opt_state, saved.progress), f"resumed from step {latest}"
+    return TrainState.from_checkpoint(saved.params, saved.opt_state, saved.progress), f"resuming from step {latest}"
   if config.checkpoint.init_from:
     params = load_init_params(config.checkpoint.init_from, p)
     return with_params(p.state_shardings, params, p.tx, config.seed), f"params from {config.checkpoint.init_from}"
@@ -161,31 +140,43 @@ def total_steps_for(config: ConfigDict, num_examples: int) -> int:
     return config.train.num_steps
   steps = num_examples // config.train.global_batch_size * config.train.num_epochs
   if steps <= 0:
-    raise ValueError(f"{num_examples} examples make no full batch of {config.train.global_batch_size}")
+    raise preflight.RunConfigError(
+        f"config.train.global_batch_size = {config.train.global_batch_size}: the data's {num_examples} "
+        "examples make no full batch (set a smaller batch or config.train.num_steps)")
   return steps
 
 
 def train(config: ConfigDict, workdir: str) -> dict[int, dict]:
-  """Runs (or resumes) training in `workdir`. Returns the metrics logged by this run, by step."""
-  os.makedirs(workdir, exist_ok=True)
+  """Runs (or resumes) training in `workdir`. Returns the metrics logged by this run, by step.
+
+  Settings are checked before anything is read or written (preflight.py)."""
   main_process = jax.process_index() == 0
-  model_config = run_config.model_config(config)
+  model_config = preflight.check_config(config)
   # The batch layout decides which rows this process reads: make the mesh first.
-  mesh = sharding.create_mesh(config.mesh.to_dict())
-  row_sharding = sharding.batch_sharding(mesh, 1, sharding.normalize_rules(config.logical_axis_rules))
-  rows = multihost.process_rows(row_sharding, config.train.global_batch_size)
-  batches, num_examples = open_host_batches(config, model_config, rows)
-  p = setup(config, total_steps_for(config, num_examples))
-  options = config.checkpoint
-  ckpt = Checkpointer(workdir, every_steps=options.every_steps, keep=options.keep, async_save=options.async_save)
-  state, origin = initial_state(config, p, ckpt, batches)
+  mesh, rules = preflight.mesh_and_rules(config)
+  preflight.check_batch_layout(config.train, mesh, rules)
+  model_config = preflight.fitted_model_config(config, model_config, workdir)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise preflight.RunConfigError(f"workdir {workdir}: cannot create it ({e.strerror})") from None
+  rows = multihost.process_rows(sharding.batch_sharding(mesh, 1, rules), config.train.global_batch_size)
+  batches, num_examples = open_host_batches(config, model_config, rows, workdir)
+  try:
+    p = setup(config, total_steps_for(config, num_examples), model_config=model_config)
+    options = config.checkpoint
+    ckpt = Checkpointer(workdir, every_steps=options.every_steps, keep=options.keep, async_save=options.async_save)
+    state, origin = initial_state(config, p, ckpt, batches)
+  except BaseException:
+    close_batches(batches)
+    raise
   step = int(jax.device_get(state.step))
   if main_process:
     log.info("%s; step %d of %d on %d devices (%d processes)", origin, step, p.total_steps,
              jax.device_count(), jax.process_count())
     describe(workdir, model_config, config.compute.scan_layers, config.train.tokenizer_dir or None)
 
-  writer = metrics.MetricWriter(workdir, enabled=main_process)
+  writer = metrics.MetricWriter(workdir, enabled=main_process, start_step=step)
   peak = metrics.peak_flops_per_device(jax.devices()[0], config.train.peak_flops_per_device)
   stop = multihost.StopSignal().install()
   from tqdm import tqdm
@@ -203,11 +194,14 @@ def train(config: ConfigDict, workdir: str) -> dict[int, dict]:
                    step_seconds=seconds, tokens_per_second=m["tokens"] / seconds)
     if peak:
       scalars["mfu"] = p.flops_per_step(*shape) / seconds / (peak * jax.device_count())
+    rejected = rejected_counts(batches)
+    scalars.update({f"rejected_{reason}": count for reason, count in rejected.items()})
     logged[at_step] = scalars
     if at_step % config.train.log_every == 0 or at_step == p.total_steps:
       writer.write(at_step, scalars)
     progress.update(1)
-    progress.set_postfix(loss=f"{m['loss']:.4f}", skipped=m["skipped_steps"])
+    progress.set_postfix(loss=f"{m['loss']:.4f}", skipped=m["skipped_steps"],
+                         **({"rejected": ",".join(f"{r}:{n}" for r, n in rejected.items())} if rejected else {}))
     if m["consecutive_skips"] >= config.train.max_consecutive_skips:
       raise TrainingDiverged(f"step {at_step}: {m['consecutive_skips']} steps in a row had a non-finite "
                              f"loss or gradient (train.max_consecutive_skips = "
@@ -219,7 +213,7 @@ def train(config: ConfigDict, workdir: str) -> dict[int, dict]:
       try:  # the next batch is read while the previous step runs
         host = next(batches)
       except StopIteration:
-        raise RuntimeError(f"the data ran out after step {step} of {p.total_steps}") from None
+        raise DataError(f"the data ran out after step {step} of {p.total_steps}") from None
       check_host_batch(host, p.batch_shardings, rows[1] - rows[0], model_config.text.vocab_size)
       batch = multihost.global_batch({k: host[k] for k in p.batch_shardings}, p.batch_shardings,
                                      config.train.global_batch_size)
@@ -237,9 +231,11 @@ def train(config: ConfigDict, workdir: str) -> dict[int, dict]:
         break
     if pending is not None:
       report(*pending)
+    rejected = rejected_counts(batches)
+    if hasattr(batches, "check_rejects"):  # a short run may end before the pipeline judged the fraction itself
+      batches.check_rejects()
   finally:
-    if hasattr(batches, "close"):  # the pipeline's worker processes
-      batches.close()
+    close_batches(batches)
     stop.uninstall()
     progress.close()
     ckpt.close()
@@ -248,4 +244,20 @@ def train(config: ConfigDict, workdir: str) -> dict[int, dict]:
     records = metrics.read_metrics(writer.jsonl).values()
     if records:
       metrics.plot_loss(records, os.path.join(workdir, "loss.png"))
+    if rejected:
+      log.info("rejected records (this process): %s; see %s", ", ".join(f"{r} {n}" for r, n in rejected.items()),
+               os.path.join(workdir, REJECTS_DIR))
   return logged
+
+
+def rejected_counts(batches: HostBatchIterator) -> dict[str, int]:
+  """{reason: records} rejected so far by this process's pipeline (nothing for other sources)."""
+  if not hasattr(batches, "stats"):
+    return {}
+  return {reason: count for reason, count in batches.stats().items() if reason in REASONS and count}
+
+
+def close_batches(batches: HostBatchIterator) -> None:
+  """Stops the pipeline's worker processes (other sources have none)."""
+  if hasattr(batches, "close"):
+    batches.close()

@@ -69,15 +69,21 @@ def step_flops(config: LLaDAVConfig, batch: int, seq_len: int, crops: int, train
 
 
 class MetricWriter:
-  """Scalars to TensorBoard event files and to `metrics.jsonl` (process 0 only)."""
+  """Scalars to TensorBoard event files and to `metrics.jsonl` (process 0 only).
 
-  def __init__(self, workdir: str, *, enabled: bool):
+  A run resumed at `start_step` logs the steps after it again: what an interrupted run logged past
+  that step (and a line it was killed while writing) is dropped from metrics.jsonl first, and hidden
+  from TensorBoard (its purge step), so each step is there once.
+  """
+
+  def __init__(self, workdir: str, *, enabled: bool, start_step: int = 0):
     self.enabled = enabled
     self.jsonl = os.path.join(workdir, "metrics.jsonl")
     self.tensorboard = None
     if enabled:
+      drop_steps_after(self.jsonl, start_step)
       from tensorboardX import SummaryWriter
-      self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step + 1)
 
   def write(self, step: int, scalars: dict[str, float]):
     if not self.enabled:
@@ -94,6 +100,25 @@ class MetricWriter:
   def close(self):
     if self.tensorboard is not None:
       self.tensorboard.close()
+
+
+def drop_steps_after(path: str, step: int) -> None:
+  """Rewrites metrics.jsonl (whole, atomically) without the records of steps after `step` and without
+  lines that are not complete JSON records; nothing happens when there are none."""
+  if not os.path.exists(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    lines = f.readlines()
+  keep = []
+  for line in lines:
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if line.endswith("\n") and int(record["step"]) <= step:
+      keep.append(line)
+  if len(keep) != len(lines):
+    write_atomic(path, "".join(keep))
 
 
 def read_metrics(path: str) -> dict[int, dict]:

@@ -1,6 +1,7 @@
 """The grain pipeline end to end: bad input is skipped, counted and logged without misaligning labels;
 shards are disjoint and cover the data; a restored iterator continues with the same next batch."""
 
+import dataclasses
 import io
 import json
 import re
@@ -67,8 +68,9 @@ def _check_alignment(batch):
 
 
 def _config(sources, **options):
+  # Most of these sources are rejected on purpose: the rejected-fraction limit is off unless a test sets it.
   options = dict(dict(num_workers=0, num_epochs=1, seq_len_buckets=(1024, 2048, 4096), crop_buckets=(4, 40),
-                      drop_remainder=False, prefetch_batches=0), **options)
+                      drop_remainder=False, prefetch_batches=0, max_rejected_fraction=1.0), **options)
   return DataConfig(sources=tuple(sources), **options)
 
 
@@ -216,3 +218,53 @@ def test_a_sample_left_without_targets_is_rejected(tmp_path, images, tokenizer):
     _, stats = _run(_config([SourceSpec(source, image_folder=str(images))], template="plain",
                             max_length=max_length), tokenizer)
     assert stats["accepted"] == accepted and stats["no_targets"] == 1 - accepted
+
+
+def _half_missing(tmp_path, images, records):
+  """Records i: text-only when odd, an image when even (missing for every fourth)."""
+  items = [_item(i, None if i % 2 else ("img0.jpg" if i % 4 else f"missing{i}.jpg")) for i in range(records)]
+  return write_json(tmp_path / "data.json", items)
+
+
+@pytest.mark.parametrize("records", [16, 240])
+def test_too_many_rejects_stop_the_run_naming_the_reason_and_an_example(tmp_path, images, tokenizer, records):
+  """25% rejected is over a 0.2 limit: judged after one pass over a small shard, else after
+  REJECT_CHECK_RECORDS records, with the main reason and one of its files in the message."""
+  from lladav_jax.data.pipeline import REJECT_CHECK_RECORDS
+  path = _half_missing(tmp_path, images, records)
+  config = _config([SourceSpec(path, image_folder=str(images))], batch_size=2, num_epochs=None, shuffle=False,
+                   max_rejected_fraction=0.2, rejects_dir=str(tmp_path / "rejects"))
+  it = make_data_iterator(config, CONFIG, tokenizer, shard_index=0, shard_count=1)
+  expected = (r"of \d+ records read were rejected, more than data.max_rejected_fraction = 0.2: mostly image_missing "
+              r"\(\d+; e.g. image file not found: .*missing0.jpg\)")
+  with pytest.raises(DataError, match=expected):
+    for _ in range(records):
+      next(it)
+  stats = it.stats()
+  read = stats["accepted"] + stats["image_missing"]
+  assert read <= min(REJECT_CHECK_RECORDS, records) + 2 * 2  # no later than the records of the batch in hand
+  it.close()
+  # Under the limit, the same data trains on.
+  config = dataclasses.replace(config, max_rejected_fraction=0.3)
+  it = make_data_iterator(config, CONFIG, tokenizer, shard_index=0, shard_count=1)
+  for _ in range(records):
+    next(it)
+  it.check_rejects()
+  it.close()
+
+
+def test_a_short_run_is_judged_at_its_end(tmp_path, images, tokenizer):
+  path = _half_missing(tmp_path, images, 240)
+  config = _config([SourceSpec(path, image_folder=str(images))], batch_size=2, num_epochs=None, shuffle=False,
+                   max_rejected_fraction=0.2)
+  it = make_data_iterator(config, CONFIG, tokenizer, shard_index=0, shard_count=1)
+  next(it)  # 3 records read, 1 rejected: too few for the pipeline to judge
+  with pytest.raises(DataError, match="1 of 3 records read were rejected"):
+    it.check_rejects()
+  state = json.loads(json.dumps(it.get_state()))
+  it.close()
+  resumed = make_data_iterator(config, CONFIG, tokenizer, shard_index=0, shard_count=1)
+  resumed.set_state(state)  # the counts and the example survive a checkpoint
+  with pytest.raises(DataError, match="e.g. image file not found: .*missing0.jpg"):
+    resumed.check_rejects()
+  resumed.close()
