@@ -4,11 +4,13 @@ from lladav_jax.eval.tasks.base import Decoding, Record, RecordError, Task, load
 from lladav_jax.eval.tasks.choice import AI2D, MMMU, MMBench, MMStar, RealWorldQA, ScienceQA, SeedBench
 from lladav_jax.eval.tasks.jsonl import JsonlTask
 from lladav_jax.eval.tasks.math import MathVerse, MathVista
+from lladav_jax.eval.tasks.mmmu_pro import MMMUProStandard, MMMUProVision
+from lladav_jax.eval.tasks.muirbench import MuirBench
 from lladav_jax.eval.tasks.open_ended import MME, ChartQA, DocVQA, InfoVQA
 
 TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (
-    MMBench, MMStar, SeedBench, AI2D, ScienceQA, RealWorldQA, MMMU, ChartQA, DocVQA, InfoVQA, MME, MathVista,
-    MathVerse, JsonlTask)}
+    MMBench, MMStar, SeedBench, AI2D, ScienceQA, RealWorldQA, MMMU, MMMUProStandard, MMMUProVision, MuirBench,
+    ChartQA, DocVQA, InfoVQA, MME, MathVista, MathVerse, JsonlTask)}
 
 
 def get_task(name: str) -> Task:
