@@ -43,11 +43,11 @@ def task_settings(decoding: Decoding, tokenizer: Tokenizer, eot_id: int, *, stop
                            **changes)
 
 
-def answer_text(tokenizer: Tokenizer, tokens) -> str:
-  """The answer as upstream's wrapper returns it: special tokens skipped, one trailing "." dropped,
-  then stripped."""
+def answer_text(tokenizer: Tokenizer, tokens, *, drop_final_period: bool = True) -> str:
+  """The answer as upstream's wrapper returns it: special tokens skipped, one trailing "." dropped
+  (its `generate_until`; not its multi-round generation), then stripped."""
   text = tokenizer.decode([int(t) for t in tokens], skip_special_tokens=True)
-  if text.endswith("."):
+  if drop_final_period and text.endswith("."):
     text = text[:-1]
   return text.strip()
 
@@ -114,7 +114,7 @@ class BatchRunner:
     self.settings = settings.resolve(model.config)
     self.batch_size = batch_size
     row_sharding = sharding.batch_sharding(mesh, 1, self.rules)
-    shards = len({idx[0].indices(batch_size) for idx in row_sharding.devices_indices_map((batch_size,)).values()})
+    shards = sharding.batch_shards(mesh, self.rules)
     if batch_size % shards:
       raise ValueError(f"batch size {batch_size} is not a multiple of the {shards} batch shards of the mesh "
                        f"{dict(mesh.shape)}")

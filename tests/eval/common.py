@@ -31,10 +31,10 @@ CORPUS = ["What is in the image?", "Answer with the option's letter from the giv
           "Give the reason and then write your final answer in the format", "0123456789"]
 
 
-def make_checkpoint(root: pathlib.Path, seed: int = 0) -> pathlib.Path:
+def make_checkpoint(root: pathlib.Path, seed: int = 0, corpus=CORPUS) -> pathlib.Path:
   """config.json + model.safetensors + tokenizer files: what `load_pretrained` and the CLIs read."""
   root.mkdir(parents=True, exist_ok=True)
-  demo_tokenizer.save(root, CORPUS, vocab_size=300)
+  demo_tokenizer.save(root, corpus, vocab_size=300)
   batch = collate([[build_sample([1, 2], [], CONFIG)]], 4, 1, CONFIG)
   params = nn.unbox(LLaDAV(CONFIG, tiny.F32).init(jax.random.key(seed), **model_inputs(batch)))["params"]
   tensors = dict(key_map.params_to_hf(jax.device_get(params), key_map.lladav_entries(CONFIG, scan=True)))
