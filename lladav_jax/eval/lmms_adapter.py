@@ -87,15 +87,18 @@ def multi_round_decoding(gen_kwargs: dict) -> tuple[Decoding, dict]:
 
 
 class LLaDAVJax(lmms):
-  """model_args: pretrained (checkpoint), batch_size, dtype, mesh ("data=-1"), stop_order
-  ("upstream"), cache / refresh / threshold (sampler speed-ups), seed, tokenizer; for `loglikelihood`
-  mc_num (128), batch_size_ppl (32) and is_check_greedy (True), as upstream's wrapper names them."""
+  """model_args: pretrained (checkpoint), dtype, mesh ("data=-1"), stop_order ("upstream"), cache /
+  refresh / threshold (sampler speed-ups), seed, tokenizer; for `loglikelihood` mc_num (128),
+  batch_size_ppl (32) and is_check_greedy (True), as upstream's wrapper names them. batch_size comes
+  from lmms-eval's --batch_size (0.7: not from model_args); its --device and --max_batch_size are not
+  used (the mesh places the model)."""
 
   def __init__(self, pretrained: str, batch_size: int | str = 16, dtype: str | None = None, mesh: str = "data=-1",
                stop_order: str = "upstream", cache: str = "none", refresh: int | str | None = None,
                threshold: float | str | None = None, seed: int | str = 0, tokenizer: str | None = None,
                mc_num: int | str = MC_NUM, batch_size_ppl: int | str = BATCH_SIZE_PPL,
-               is_check_greedy: bool | str = True, **kwargs: Any):
+               is_check_greedy: bool | str = True, device: str | None = None, max_batch_size: int | None = None,
+               **kwargs: Any):
     super().__init__()
     from lladav_jax import sharding
     from lladav_jax.checkpoints.pretrained import load_pretrained

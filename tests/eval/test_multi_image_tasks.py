@@ -212,4 +212,5 @@ def test_scores_and_aggregation_by_hand():
              [("Counting", 1.0), ("Counting", 0.0), ("Ordering", 1.0), ("Ordering", 1.0)]]
   summary = muir.summarize(results)
   assert summary["metrics"]["accuracy"] == 0.75
-  assert summary["breakdown"]["task"] == {"Counting": {"score": 0.5, "count": 2}, "Ordering": {"score": 1.0, "count": 2}}
+  assert summary["breakdown"]["task"] == {"Counting": {"score": 0.5, "count": 2},
+                                          "Ordering": {"score": 1.0, "count": 2}}
