@@ -56,6 +56,14 @@ def _stops(gen_kwargs: dict) -> tuple[str, ...]:
   return (stops,) if isinstance(stops, str) else tuple(s for s in stops if s != "<|eot_id|>")
 
 
+def _sampler_fields(gen_kwargs: dict) -> dict:
+  """The kwargs `generate_with_embeds` reads besides the lengths. Upstream's wrapper sets "cfg" too,
+  but the sampler has no such argument: only `cfg_scale` guides."""
+  return {"temperature": float(gen_kwargs.get("temperature") or 0.0),
+          "cfg_scale": float(gen_kwargs.get("cfg_scale") or 0.0),
+          "remasking": gen_kwargs.get("remasking") or "low_confidence"}
+
+
 def decoding_from_kwargs(gen_kwargs: dict) -> tuple[Decoding, dict]:
   """(Decoding, other sampler fields) from lmms-eval generation kwargs, with the upstream wrapper's
   defaults (2 tokens, block 2, 2 steps; `gen_steps` names the steps; `stopping_criteria` a string or
@@ -65,9 +73,7 @@ def decoding_from_kwargs(gen_kwargs: dict) -> tuple[Decoding, dict]:
   think = gen_kwargs.get("think_mode")
   decoding = Decoding(gen_length=gen, steps=steps, block_length=_int(gen_kwargs.get("block_length"), 2),
                       stops=_stops(gen_kwargs), think=think if think in THINK_TAGS else None)
-  extra = {"temperature": float(gen_kwargs.get("temperature") or 0.0), "cfg_scale": float(gen_kwargs.get("cfg") or 0.0),
-           "remasking": gen_kwargs.get("remasking") or "low_confidence"}
-  return decoding, extra
+  return decoding, _sampler_fields(gen_kwargs)
 
 
 def multi_round_decoding(gen_kwargs: dict) -> tuple[Decoding, dict]:
@@ -80,10 +86,7 @@ def multi_round_decoding(gen_kwargs: dict) -> tuple[Decoding, dict]:
                       steps=_int(gen_kwargs.get("steps"), SAMPLER_DEFAULT),
                       block_length=_int(gen_kwargs.get("block_length"), SAMPLER_DEFAULT), stops=_stops(gen_kwargs),
                       think=None)
-  extra = {"temperature": float(gen_kwargs.get("temperature") or 0.0),
-           "cfg_scale": float(gen_kwargs.get("cfg_scale") or 0.0),
-           "remasking": gen_kwargs.get("remasking") or "low_confidence"}
-  return decoding, extra
+  return decoding, _sampler_fields(gen_kwargs)
 
 
 class LLaDAVJax(lmms):

@@ -182,8 +182,9 @@ def test_multi_round_follows_the_upstream_loop(lmms_eval, checkpoint, setup):
   assert [c[3] for c in calls if c[0] == "a"] == [None, {"seen": 1}, {"seen": 2}]
 
 
-def test_multi_round_decoding_defaults(lmms_eval):
-  """Upstream hands the kwargs to generate_with_embeds: its defaults, `steps` and `cfg_scale` only."""
+def test_decoding_kwargs(lmms_eval):
+  """Upstream's multi-round path hands the kwargs to generate_with_embeds: its defaults, `steps` and
+  `cfg_scale` only."""
   decoding, _ = lmms_eval.multi_round_decoding({})
   assert (decoding.gen_length, decoding.steps, decoding.block_length, decoding.stops, decoding.think) == \
          (128, 128, 128, (), None)
@@ -191,6 +192,9 @@ def test_multi_round_decoding_defaults(lmms_eval):
                                                     "think_mode": "think", "stopping_criteria": "\n"})
   assert decoding.steps == 128 and decoding.think is None and decoding.stops == ("\n",)
   assert extra == {"temperature": 0.0, "cfg_scale": 0.5, "remasking": "low_confidence"}
+  # generate_until: the wrapper's defaults (2 / 2 / 2) and `gen_steps`; "cfg" reaches no sampler argument.
+  decoding, extra = lmms_eval.decoding_from_kwargs({"gen_steps": 4, "gen_length": 8, "block_length": 8, "cfg": 1.0})
+  assert (decoding.gen_length, decoding.steps, decoding.block_length) == (8, 4, 8) and extra["cfg_scale"] == 0.0
 
 
 def test_loglikelihood_is_upstreams_estimate(lmms_eval, checkpoint, setup):
