@@ -32,7 +32,7 @@ SMALL_CORPUS = ["What is in the image?", "red", "assistant"]
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-  root = common.make_checkpoint(tmp_path_factory.mktemp("small_vocab"), seed=1, corpus=SMALL_CORPUS)
+  root = common.make_checkpoint(tmp_path_factory.mktemp("small_vocab"), seed=1, corpus=SMALL_CORPUS, sharp=True)
   config, params = load_pretrained(root)
   return LLaDAV(config, ComputeConfig(scan_layers=True)), {"params": params}, Tokenizer.from_dir(root)
 

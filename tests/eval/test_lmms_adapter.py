@@ -19,7 +19,7 @@ import pytest
 from lladav_jax.data.prompts import build_prompt
 from lladav_jax.diffusion.generation import generate
 from lladav_jax.diffusion.settings import SamplerSettings
-from lladav_jax.eval import likelihood
+from lladav_jax.eval import likelihood, runner
 from lladav_jax.images.crops import inference_visuals
 from lladav_jax.samples import build_sample
 from tests import tiny
@@ -80,7 +80,7 @@ def lmms_eval(monkeypatch):
   return importlib.import_module("lladav_jax.eval.lmms_adapter")
 
 
-def test_adapter_matches_the_upstream_wrapper(lmms_eval, checkpoint, setup):
+def test_adapter_matches_the_upstream_wrapper(lmms_eval, sharp_checkpoint, sharp_setup):
   from lmms_eval.api.instance import Instance
   adapter = lmms_eval
   try:  # the decorator registry (it needs HF `evaluate` in real lmms-eval installs)
@@ -92,7 +92,7 @@ def test_adapter_matches_the_upstream_wrapper(lmms_eval, checkpoint, setup):
   module, cls = manifest.simple_class_path.rsplit(".", 1)
   assert getattr(importlib.import_module(module), cls) is adapter.LLaDAVJax
 
-  model = adapter.LLaDAVJax(pretrained=str(checkpoint), batch_size="4")
+  model = adapter.LLaDAVJax(pretrained=str(sharp_checkpoint), batch_size="4")
   images = [tiny.random_image(24, 16, seed=i) for i in range(3)]
   model.task_dict = {"t": {"test": [{"image": im} for im in images] + [{"image": None}]}}
 
@@ -107,7 +107,7 @@ def test_adapter_matches_the_upstream_wrapper(lmms_eval, checkpoint, setup):
               for i, (ctx, kw, doc) in enumerate(contexts)]
   answers = model.generate_until(requests)
 
-  tiny_model, params, tokenizer = setup
+  tiny_model, params, tokenizer = sharp_setup
   expected = []
   for ctx, kw, doc in contexts:
     pictures = visual(model.task_dict["t"]["test"][doc])
@@ -130,9 +130,15 @@ def _generate(model, params, tokenizer, question, images, gen, steps, block):
   return tokenizer.decode([int(t) for t in answer], skip_special_tokens=True).strip()
 
 
-def test_multi_round_follows_the_upstream_loop(lmms_eval, checkpoint, setup):
+def test_multi_round_follows_the_upstream_loop(lmms_eval, sharp_checkpoint, sharp_setup, monkeypatch):
   from lmms_eval.api.instance import Instance
-  model = lmms_eval.LLaDAVJax(pretrained=str(checkpoint), batch_size="2")
+  model = lmms_eval.LLaDAVJax(pretrained=str(sharp_checkpoint), batch_size="2")
+  # What reaches the sampler and the clean-up (rarely visible in 4-token answers): no stop, the "." kept.
+  stops, cleanups = set(), set()
+  monkeypatch.setattr(lmms_eval, "BatchRunner", lambda *a, **k: stops.add(a[2].stop_sequences) or runner.BatchRunner(
+      *a, **k))
+  monkeypatch.setattr(lmms_eval, "answer_text", lambda *a, **k: cleanups.add(k.get("drop_final_period", True)) or
+                      runner.answer_text(*a, **k))
   pictures = [tiny.random_image(24, 16, seed=i) for i in range(2)]
   docs = [{"name": "a", "rounds": 3, "image": pictures[0]}, {"name": "b", "rounds": 1, "image": None},
           {"name": "c", "rounds": 2, "image": pictures[1]}]
@@ -161,7 +167,7 @@ def test_multi_round_follows_the_upstream_loop(lmms_eval, checkpoint, setup):
   results = model.generate_until_multi_round(requests)
   ours = sorted(calls, key=lambda c: c[0])
 
-  tiny_model, params, tokenizer = setup
+  tiny_model, params, tokenizer = sharp_setup
   calls.clear()
   expected = []
   for doc, request in zip(docs, requests):  # llava_onevision_llada.generate_until_multi_round, batch 1
@@ -179,6 +185,8 @@ def test_multi_round_follows_the_upstream_loop(lmms_eval, checkpoint, setup):
   assert results == expected
   assert ours == calls  # the same doc_to_text calls, per doc in the same order
   assert [len(r) for r in results] == [3, 1, 2]
+  assert len({answer for r in results for answer in r}) > 3  # answers depend on the round's prompt
+  assert stops == {()} and cleanups == {False}
   assert [c[3] for c in calls if c[0] == "a"] == [None, {"seen": 1}, {"seen": 2}]
 
 
@@ -197,13 +205,13 @@ def test_decoding_kwargs(lmms_eval):
   assert (decoding.gen_length, decoding.steps, decoding.block_length) == (8, 4, 8) and extra["cfg_scale"] == 0.0
 
 
-def test_loglikelihood_is_upstreams_estimate(lmms_eval, checkpoint, setup):
+def test_loglikelihood_is_upstreams_estimate(lmms_eval, sharp_checkpoint, sharp_setup):
   from lmms_eval.api.instance import Instance
   mc = dict(mc_num="8", batch_size_ppl="4")
-  model = lmms_eval.LLaDAVJax(pretrained=str(checkpoint), batch_size="2", seed="5", **mc)
-  unchecked = lmms_eval.LLaDAVJax(pretrained=str(checkpoint), seed="5", is_check_greedy="False", **mc)
+  model = lmms_eval.LLaDAVJax(pretrained=str(sharp_checkpoint), batch_size="2", seed="5", **mc)
+  unchecked = lmms_eval.LLaDAVJax(pretrained=str(sharp_checkpoint), seed="5", is_check_greedy="False", **mc)
   images = [tiny.random_image(24, 16, seed=i) for i in range(3)]
-  docs = [{"images": images[:2], "answer": " red"}, {"images": images[2:], "answer": "green"},
+  docs = [{"images": images[:2], "answer": " red"}, {"images": images[1:], "answer": "green"},
           {"images": [], "answer": "blue"}]
   for m in (model, unchecked):
     m.task_dict = {"t": {"test": docs}}
@@ -213,14 +221,14 @@ def test_loglikelihood_is_upstreams_estimate(lmms_eval, checkpoint, setup):
 
   def doc_to_target(doc):
     return doc["answer"]
-  contexts = [("What is it?", doc_to_target, 0), ("<image>\nWhat is it?", " A", 1), ("Which?", " B", 2)]
+  contexts = [("What is it?", doc_to_target, 0), ("<image> and <image>: which?", " A", 1), ("Which?", " B", 2)]
   requests = [Instance("loglikelihood", (ctx, target, doc_to_visual, doc, "t", "test"), i,
                        metadata={"task": "t", "doc_id": doc, "repeats": 1}) for i, (ctx, target, doc) in
               enumerate(contexts)]
   requests.append(Instance("loglikelihood", ("", "red"), 0, metadata={"task": "t", "doc_id": 0, "repeats": 1}))
   out = model.loglikelihood(requests)
 
-  tiny_model, params, tokenizer = setup
+  tiny_model, params, tokenizer = sharp_setup
   estimator = likelihood.MonteCarloLoss(tiny_model, params, mc_num=8, batch_size_ppl=4, vocab_limit=len(tokenizer))
   expected = []
   for i, (ctx, target, doc) in enumerate(contexts + [("", "red", None)]):
@@ -238,7 +246,8 @@ def test_loglikelihood_is_upstreams_estimate(lmms_eval, checkpoint, setup):
     expected.append((loss, likelihood.greedy_reproduces(tiny_model, params, scored, vocab_limit=len(tokenizer))))
   assert out == expected
   assert all(loss > 0 for loss, _ in out)
-  assert unchecked.loglikelihood(requests) == [(loss, False) for loss, _ in expected]
+  # A request's draws come from its position in the call; without the check the flag is False.
+  assert unchecked.loglikelihood(requests[2:]) == [(loss, False) for loss, _ in model.loglikelihood(requests[2:])]
   with pytest.raises(ValueError, match="t doc 0: continuation '' gives no label ids"):
     model.task_dict["t"]["test"][0]["answer"] = ""
     model.loglikelihood(requests[:1])

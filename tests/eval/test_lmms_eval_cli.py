@@ -76,7 +76,7 @@ def test_lmms_eval_cli_runs_muirbench_with_this_model(tmp_path):
     return pathlib.Path(made.stdout.strip().splitlines()[-1])
 
   upstream_utils = write_data(["B", "D", "A"])
-  checkpoint = common.make_checkpoint(tmp_path / "ckpt")
+  checkpoint = common.make_checkpoint(tmp_path / "ckpt", sharp=True)
   config, params = load_pretrained(checkpoint)
   model, tokenizer = LLaDAV(config, ComputeConfig(scan_layers=True)), Tokenizer.from_dir(checkpoint)
   task = get_task("muirbench")

@@ -95,8 +95,8 @@ def muir_score(prediction, answer):
   return float((found.group(1) if found else prediction).lower().strip() == answer.lower().strip())
 
 
-def run(setup, name, path, out, **kwargs):
-  model, params, tokenizer = setup
+def run(sharp_setup, name, path, out, **kwargs):
+  model, params, tokenizer = sharp_setup
   task = get_task(name)
   records, failures = load_task_records(task, [path])
   result = evaluate(model, params, tokenizer, task, records, failures=failures, batch_size=2, output_dir=str(out),
@@ -104,8 +104,8 @@ def run(setup, name, path, out, **kwargs):
   return task, records, result
 
 
-def check_prompts(setup, records, contexts, visuals):
-  model, _, tokenizer = setup
+def check_prompts(sharp_setup, records, contexts, visuals):
+  model, _, tokenizer = sharp_setup
   assert [r.question for r in records] == contexts
   assert [list(r.images) for r in records] == visuals
   counts = []
@@ -116,11 +116,11 @@ def check_prompts(setup, records, contexts, visuals):
   return counts
 
 
-def test_mmmu_pro_standard(setup, tmp_path):
-  model, params, tokenizer = setup
-  task, records, result = run(setup, "mmmu_pro_standard", write(tmp_path / "test.parquet", STANDARD), tmp_path / "o")
+def test_mmmu_pro_standard(sharp_setup, tmp_path):
+  model, params, tokenizer = sharp_setup
+  task, records, result = run(sharp_setup, "mmmu_pro_standard", write(tmp_path / "test.parquet", STANDARD), tmp_path / "o")
   docs = STANDARD[:4]
-  counts = check_prompts(setup, records, [lmms_mmmu_pro_text(d) for d in docs], [lmms_mmmu_pro_visual(d) for d in docs])
+  counts = check_prompts(sharp_setup, records, [lmms_mmmu_pro_text(d) for d in docs], [lmms_mmmu_pro_visual(d) for d in docs])
   patches = model.config.vision.num_patches
   # Several images: 729 tokens each, no newline; one image: anyres, as upstream.
   assert counts == [2 * patches, 1485, 3 * patches, 0]
@@ -133,11 +133,11 @@ def test_mmmu_pro_standard(setup, tmp_path):
     assert sample["score"] == float(sample["parsed"] == doc["answer"])
 
 
-def test_mmmu_pro_vision(setup, tmp_path):
-  model, params, tokenizer = setup
-  task, records, result = run(setup, "mmmu_pro_vision", write(tmp_path / "test.parquet", VISION), tmp_path / "o")
+def test_mmmu_pro_vision(sharp_setup, tmp_path):
+  model, params, tokenizer = sharp_setup
+  task, records, result = run(sharp_setup, "mmmu_pro_vision", write(tmp_path / "test.parquet", VISION), tmp_path / "o")
   prompt_text = "Answer with the option letter from the given choices directly."
-  counts = check_prompts(setup, records, [prompt_text] * 3, [[SCREENSHOT]] * 3)
+  counts = check_prompts(sharp_setup, records, [prompt_text] * 3, [[SCREENSHOT]] * 3)
   assert counts == [1485] * 3
   assert result.samples[0]["prediction"] == common.reference_answer(model, params, tokenizer, prompt_text,
                                                                     [SCREENSHOT], 2, 2, 2)
@@ -145,10 +145,10 @@ def test_mmmu_pro_vision(setup, tmp_path):
     assert sample["score"] == float(sample["prediction"] == doc["answer"])  # the raw answer is the choice
 
 
-def test_muirbench_batched_and_resumed(setup, tmp_path):
-  model, params, tokenizer = setup
+def test_muirbench_batched_and_resumed(sharp_setup, tmp_path):
+  model, params, tokenizer = sharp_setup
   path = write(tmp_path / "test.parquet", MUIR)
-  _, _, full = run(setup, "muirbench", path, tmp_path / "full")
+  _, _, full = run(sharp_setup, "muirbench", path, tmp_path / "full")
 
   class Stop(Exception):
     pass
@@ -157,13 +157,13 @@ def test_muirbench_batched_and_resumed(setup, tmp_path):
     if n == 1:
       raise Stop
   with pytest.raises(Stop):
-    run(setup, "muirbench", path, tmp_path / "cut", after_batch=stop_after)
-  task, records, resumed = run(setup, "muirbench", path, tmp_path / "cut")
+    run(sharp_setup, "muirbench", path, tmp_path / "cut", after_batch=stop_after)
+  task, records, resumed = run(sharp_setup, "muirbench", path, tmp_path / "cut")
   assert (tmp_path / "cut" / "results.jsonl").read_bytes() == (tmp_path / "full" / "results.jsonl").read_bytes()
   assert resumed.summary["metrics"] == full.summary["metrics"]
 
   docs = MUIR[:3]
-  counts = check_prompts(setup, records, [lmms_muir_text(d) for d in docs],
+  counts = check_prompts(sharp_setup, records, [lmms_muir_text(d) for d in docs],
                          [[i["bytes"] for i in d["image_list"]] for d in docs])
   assert counts == [2 * model.config.vision.num_patches, 3 * model.config.vision.num_patches,
                     2 * model.config.vision.num_patches]
