@@ -110,6 +110,13 @@ def batch_sharding(mesh: Mesh, ndim: int, rules) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(*spec))
 
 
+def batch_shards(mesh: Mesh, rules) -> int:
+  """Into how many parts `batch_sharding` splits the batch axis (a batch must be a multiple of it)."""
+  axes = batch_sharding(mesh, 1, rules).spec[0]
+  axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+  return int(np.prod([mesh.shape[a] for a in axes]))
+
+
 def sharded_fraction(array: jax.Array) -> float:
   """Fraction of the array held by one device (1.0 = fully replicated)."""
   shard_shape = array.sharding.shard_shape(array.shape)

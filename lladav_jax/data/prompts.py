@@ -59,20 +59,39 @@ def build_chat_prompt(tokenizer: Tokenizer, messages: Sequence[Message | Mapping
   return [IMAGE_PLACEHOLDER_ID if t == image_id else t for t in image_tokenizer.encode(text, add_special_tokens=False)]
 
 
+def image_question(question: str, num_images: int) -> str:
+  """The question with `" ".join(["<image>"] * n) + "\n"` in front when it holds no `<image>` of its
+  own (upstream's wrapper); a question that holds some must hold one per image."""
+  found = question.count(IMAGE_TEXT)
+  if found == 0 and num_images > 0:
+    return " ".join([IMAGE_TEXT] * num_images) + "\n" + question
+  if found != num_images:
+    raise ValueError(f"the question holds {found} <image> placeholder(s) but num_images is {num_images}")
+  return question
+
+
 def build_prompt(tokenizer: Tokenizer, question: str, num_images: int = 0, *, system_prompt: str | None = None,
                  think: str | None = None, keep_image_newline: bool = False) -> list[int]:
   """Prompt ids for one question about `num_images` images (or video placeholders).
 
   think: None, "think" or "no_think" (the stage-3 prompt tags).
   """
-  found = question.count(IMAGE_TEXT)
-  if found == 0 and num_images > 0:
-    question = " ".join([IMAGE_TEXT] * num_images) + "\n" + question
-  elif found != num_images:
-    raise ValueError(f"the question holds {found} <image> placeholder(s) but num_images is {num_images}")
+  question = image_question(question, num_images)
   if think is not None:
     if think not in THINK_TAGS:
       raise ValueError(f"think {think!r}; choices: {sorted(THINK_TAGS)} or None")
     question += THINK_TAGS[think]
   return build_chat_prompt(tokenizer, [Message(USER, question)], system_prompt=system_prompt,
                            keep_image_newline=keep_image_newline)
+
+
+def build_scored_prompt(tokenizer: Tokenizer, question: str, answer: str, num_images: int = 0, *,
+                        system_prompt: str | None = None) -> tuple[list[int], list[int]]:
+  """(prompt ids, prompt-and-answer ids) as upstream's lmms-eval `loglikelihood` builds them: the chat
+  without and with `answer` as the assistant turn, no think tag. The chat template appends the
+  generation prompt after the answer too, so the ids after the prompt are the (trimmed) answer,
+  `<|eot_id|>` and a new assistant header."""
+  user = Message(USER, image_question(question, num_images))
+  prompt = tokenizer_image_token(tokenizer, render_chat(tokenizer, [user], system_prompt))
+  full = tokenizer_image_token(tokenizer, render_chat(tokenizer, [user, Message(ASSISTANT, answer)], system_prompt))
+  return prompt, full

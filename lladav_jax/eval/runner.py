@@ -44,11 +44,11 @@ def task_settings(decoding: Decoding, tokenizer: Tokenizer, eot_id: int, *, stop
                            **changes)
 
 
-def answer_text(tokenizer: Tokenizer, tokens) -> str:
-  """The answer as upstream's wrapper returns it: special tokens skipped, one trailing "." dropped,
-  then stripped."""
+def answer_text(tokenizer: Tokenizer, tokens, *, drop_final_period: bool = True) -> str:
+  """The answer as upstream's wrapper returns it: special tokens skipped, one trailing "." dropped
+  (its `generate_until`; not its multi-round generation), then stripped."""
   text = tokenizer.decode([int(t) for t in tokens], skip_special_tokens=True)
-  if text.endswith("."):
+  if drop_final_period and text.endswith("."):
     text = text[:-1]
   return text.strip()
 
@@ -114,8 +114,7 @@ def default_mesh_and_params(model: LLaDAV, params, mesh: Mesh | None):
 def check_batch_size(mesh: Mesh, rules, batch_size: int) -> None:
   """ValueError unless `batch_size` rows split evenly over the mesh's batch shards."""
   rules = sharding.normalize_rules(rules if rules is not None else sharding.DEFAULT_LOGICAL_AXIS_RULES)
-  row_sharding = sharding.batch_sharding(mesh, 1, rules)
-  shards = len({idx[0].indices(batch_size) for idx in row_sharding.devices_indices_map((batch_size,)).values()})
+  shards = sharding.batch_shards(mesh, rules)
   if batch_size < 1 or batch_size % shards:
     raise ValueError(f"batch size {batch_size} is not a positive multiple of the {shards} batch shards of the "
                      f"mesh {dict(mesh.shape)}")

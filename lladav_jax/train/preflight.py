@@ -7,7 +7,6 @@ starting params (`checkpoint.init_from`, or the workdir's own checkpoint on a re
 
 from typing import Any, Callable
 
-import numpy as np
 from ml_collections import ConfigDict
 from ml_collections.config_flags import config_path as override_path
 
@@ -79,16 +78,9 @@ def mesh_and_rules(config: ConfigDict, devices=None):
   return mesh, rules
 
 
-def batch_shards(mesh, rules) -> int:
-  """Into how many parts the batch axis is split (the product of the batch's mesh axes)."""
-  spec = sharding.batch_sharding(mesh, 1, rules).spec
-  axes = spec[0] if spec and isinstance(spec[0], tuple) else (spec[0] if spec else None,)
-  return int(np.prod([mesh.shape[a] for a in axes if a is not None]))
-
-
 def check_batch_layout(train: ConfigDict, mesh, rules) -> None:
   """A micro-batch must split evenly over the batch shards of the mesh."""
-  shards = batch_shards(mesh, rules)
+  shards = sharding.batch_shards(mesh, rules)
   micro_rows = train.global_batch_size // train.micro_batches
   if micro_rows % shards:
     raise RunConfigError(f"config.train.global_batch_size = {train.global_batch_size}: a micro-batch of "

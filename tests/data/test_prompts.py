@@ -4,6 +4,7 @@ transformers (the checkpoint's own chat template, then tokenizer_image_token).""
 import pytest
 
 from lladav_jax.data import build_chat_prompt, build_prompt
+from lladav_jax.data.prompts import build_scored_prompt
 from lladav_jax.data.chat_format import DEFAULT_SYSTEM_PROMPT
 from lladav_jax.tokens import IMAGE_PLACEHOLDER_ID as IMG
 from tests.data.test_chat_format import BOS, EH, EOT, SH, _upstream_tokenizer_image_token, ids_of
@@ -54,6 +55,21 @@ def test_chat_prompt_equals_upstream_multi_turn(tokenizer, hf_tokenizer):
   system = "You are a helpful assistant."
   as_dicts = [{"role": r, "content": c} for r, c in turns]
   assert build_chat_prompt(tokenizer, as_dicts, system_prompt=system) == _upstream_prompt(hf_tokenizer, turns, system)
+
+
+@pytest.mark.parametrize("context,answer,n_images", [
+    ("What is this?", " A", 1), ("Compare them.", "the left one ", 2), ("2 + 2 =", "4", 0),
+    ("<image>\nWhich?", "B.", 1)])
+def test_scored_prompt_equals_upstream_loglikelihood(context, answer, n_images, tokenizer, hf_tokenizer):
+  """lmms-eval llava_onevision_llada.loglikelihood: placeholders without a think tag, then the prompt once
+  with the continuation as the assistant message (the template trims it and adds the generation prompt
+  after it); the labels are the ids after the prompt."""
+  question = context if n_images == 0 or "<image>" in context else _eval_question(context, n_images)
+  prompt, full = build_scored_prompt(tokenizer, context, answer, n_images)
+  assert prompt == _upstream_prompt(hf_tokenizer, [("user", question)])
+  assert full == _upstream_prompt(hf_tokenizer, [("user", question), ("assistant", answer)])
+  # Labels are cut at the prompt's length; they end with the generation prompt the template repeats.
+  assert full[-5:] == [EOT, SH, *ids_of("assistant"), EH, *ids_of("ĊĊ")] and len(full) > len(prompt) + 5
 
 
 def test_prompt_errors():

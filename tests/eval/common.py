@@ -31,12 +31,26 @@ CORPUS = ["What is in the image?", "Answer with the option's letter from the giv
           "Give the reason and then write your final answer in the format", "0123456789"]
 
 
-def make_checkpoint(root: pathlib.Path, seed: int = 0) -> pathlib.Path:
-  """config.json + model.safetensors + tokenizer files: what `load_pretrained` and the CLIs read."""
+def sharpened(params, seed: int):
+  """Every weight redrawn at scale 0.3 (norm scales around 1): default inits give near-uniform logits and
+  the same answer to every prompt; these make answers depend on the prompt and the images."""
+  rng = np.random.default_rng(seed)
+
+  def redraw(path, leaf):
+    base = 1.0 if "scale" in jax.tree_util.keystr(path) else 0.0
+    return (base + 0.3 * rng.standard_normal(leaf.shape)).astype(leaf.dtype)
+  return jax.tree_util.tree_map_with_path(redraw, params)
+
+
+def make_checkpoint(root: pathlib.Path, seed: int = 0, corpus=CORPUS, sharp: bool = False) -> pathlib.Path:
+  """config.json + model.safetensors + tokenizer files: what `load_pretrained` and the CLIs read.
+  sharp: weights whose answers depend on the prompt (`sharpened`)."""
   root.mkdir(parents=True, exist_ok=True)
-  demo_tokenizer.save(root, CORPUS, vocab_size=300)
+  demo_tokenizer.save(root, corpus, vocab_size=300)
   batch = collate([[build_sample([1, 2], [], CONFIG)]], 4, 1, CONFIG)
   params = nn.unbox(LLaDAV(CONFIG, tiny.F32).init(jax.random.key(seed), **model_inputs(batch)))["params"]
+  if sharp:
+    params = sharpened(jax.device_get(params), seed)
   tensors = dict(key_map.params_to_hf(jax.device_get(params), key_map.lladav_entries(CONFIG, scan=True)))
   safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
                               str(root / "model.safetensors"))

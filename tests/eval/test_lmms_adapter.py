@@ -8,12 +8,20 @@ and `models.registry_v2.ModelManifest` (0.7.x entry-point registration).
 """
 
 import dataclasses
+import functools
 import importlib
 import sys
 import types
 
+import jax
 import pytest
 
+from lladav_jax.data.prompts import build_prompt
+from lladav_jax.diffusion.generation import generate
+from lladav_jax.diffusion.settings import SamplerSettings
+from lladav_jax.eval import likelihood, runner
+from lladav_jax.images.crops import inference_visuals
+from lladav_jax.samples import build_sample
 from tests import tiny
 from tests.eval import common
 
@@ -72,7 +80,7 @@ def lmms_eval(monkeypatch):
   return importlib.import_module("lladav_jax.eval.lmms_adapter")
 
 
-def test_adapter_matches_the_upstream_wrapper(lmms_eval, checkpoint, setup):
+def test_adapter_matches_the_upstream_wrapper(lmms_eval, sharp_checkpoint, sharp_setup):
   from lmms_eval.api.instance import Instance
   adapter = lmms_eval
   try:  # the decorator registry (it needs HF `evaluate` in real lmms-eval installs)
@@ -84,7 +92,7 @@ def test_adapter_matches_the_upstream_wrapper(lmms_eval, checkpoint, setup):
   module, cls = manifest.simple_class_path.rsplit(".", 1)
   assert getattr(importlib.import_module(module), cls) is adapter.LLaDAVJax
 
-  model = adapter.LLaDAVJax(pretrained=str(checkpoint), batch_size="4")
+  model = adapter.LLaDAVJax(pretrained=str(sharp_checkpoint), batch_size="4")
   images = [tiny.random_image(24, 16, seed=i) for i in range(3)]
   model.task_dict = {"t": {"test": [{"image": im} for im in images] + [{"image": None}]}}
 
@@ -99,7 +107,7 @@ def test_adapter_matches_the_upstream_wrapper(lmms_eval, checkpoint, setup):
               for i, (ctx, kw, doc) in enumerate(contexts)]
   answers = model.generate_until(requests)
 
-  tiny_model, params, tokenizer = setup
+  tiny_model, params, tokenizer = sharp_setup
   expected = []
   for ctx, kw, doc in contexts:
     pictures = visual(model.task_dict["t"]["test"][doc])
@@ -109,8 +117,6 @@ def test_adapter_matches_the_upstream_wrapper(lmms_eval, checkpoint, setup):
                                             kw["gen_steps"], kw["block_length"], stops=tuple(kw.get("stopping_criteria", ())),
                                             think=think))
   assert answers == expected
-  with pytest.raises(NotImplementedError):
-    model.loglikelihood(requests)
 
 
 def test_video_requests_read_frames_as_the_upstream_wrapper(lmms_eval, checkpoint, setup, tmp_path):
@@ -147,3 +153,137 @@ def test_video_requests_read_frames_as_the_upstream_wrapper(lmms_eval, checkpoin
     model.generate_until([sampled])
   with pytest.raises(ValueError, match="mm_spatial_pool_stride"):
     adapter.LLaDAVJax(pretrained=str(checkpoint), mm_spatial_pool_stride="4")
+
+
+def _generate(model, params, tokenizer, question, images, gen, steps, block):
+  """One decode as upstream's multi-round path runs it: placeholders in front (no think tag) unless the
+  context has them, no stop string at all, special tokens skipped, stripped (the "." kept)."""
+  ids = build_prompt(tokenizer, question, len(images))
+  sample = build_sample(ids, inference_visuals(list(images), model.config), model.config)
+  settings = SamplerSettings(gen_length=gen, steps=steps, block_length=block, stop_sequences=(),
+                             vocab_limit=len(tokenizer))
+  (answer,), _ = generate(model, params, [sample], settings)
+  return tokenizer.decode([int(t) for t in answer], skip_special_tokens=True).strip()
+
+
+def test_multi_round_follows_the_upstream_loop(lmms_eval, sharp_checkpoint, sharp_setup, monkeypatch):
+  from lmms_eval.api.instance import Instance
+  model = lmms_eval.LLaDAVJax(pretrained=str(sharp_checkpoint), batch_size="2")
+  # What reaches the sampler and the clean-up (rarely visible in 4-token answers): no stop, the "." kept.
+  stops, cleanups = set(), set()
+  monkeypatch.setattr(lmms_eval, "BatchRunner", lambda *a, **k: stops.add(a[2].stop_sequences) or runner.BatchRunner(
+      *a, **k))
+  monkeypatch.setattr(lmms_eval, "answer_text", lambda *a, **k: cleanups.add(k.get("drop_final_period", True)) or
+                      runner.answer_text(*a, **k))
+  pictures = [tiny.random_image(24, 16, seed=i) for i in range(2)]
+  docs = [{"name": "a", "rounds": 3, "image": pictures[0]}, {"name": "b", "rounds": 1, "image": None},
+          {"name": "c", "rounds": 2, "image": pictures[1]}]
+  model.task_dict = {"t": {"test": docs}}
+  calls = []
+
+  def doc_to_visual(doc):
+    return [] if doc["image"] is None else [doc["image"]]
+
+  def doc_to_text(doc, previous_output=None, round_idx=None, previous_round_info=None, lmms_eval_specific_kwargs=None):
+    calls.append((doc["name"], list(previous_output), round_idx, previous_round_info))
+    # Round 1 of "a" puts the placeholders in the text and shows two images; answers are edited.
+    visuals = [pictures[0], pictures[1]] if round_idx == 1 and doc["image"] is not None else doc_to_visual(doc)
+    context = ("<image> <image>\n" if len(visuals) == 2 and round_idx == 1 and doc["name"] == "a" else "")
+    context += f"Round {round_idx}: you said {previous_output[-1]!r}. Go on."
+    return (visuals, context, round_idx >= doc["rounds"], [o.upper() for o in previous_output],
+            {"seen": round_idx})
+
+  # gen_steps, think_mode, cfg and until are not read by upstream's multi-round path; steps 8 > 4 tokens.
+  kwargs = {"gen_length": 4, "block_length": 4, "steps": 8, "gen_steps": 2, "think_mode": "no_think", "cfg": 3.0,
+            "until": ["\n"]}
+  requests = [Instance("generate_until_multi_round", (f"Start {d['name']}.", dict(kwargs), doc_to_visual,
+                                                      functools.partial(doc_to_text, lmms_eval_specific_kwargs={}),
+                                                      i, "t", "test"), 0,
+                       metadata={"task": "t", "doc_id": i, "repeats": 1}) for i, d in enumerate(docs)]
+  results = model.generate_until_multi_round(requests)
+  ours = sorted(calls, key=lambda c: c[0])
+
+  tiny_model, params, tokenizer = sharp_setup
+  calls.clear()
+  expected = []
+  for doc, request in zip(docs, requests):  # llava_onevision_llada.generate_until_multi_round, batch 1
+    context, visuals, outputs, info, round_idx = request.args[0], doc_to_visual(doc), [], None, 0
+    while True:
+      if round_idx:
+        visuals, context, terminal, outputs, info = doc_to_text(doc, previous_output=outputs, round_idx=round_idx,
+                                                                previous_round_info=info)
+        outputs = list(outputs)
+        if terminal:
+          break
+      outputs.append(_generate(tiny_model, params, tokenizer, context, visuals, 4, 8, 4))
+      round_idx += 1
+    expected.append(outputs)
+  assert results == expected
+  assert ours == calls  # the same doc_to_text calls, per doc in the same order
+  assert [len(r) for r in results] == [3, 1, 2]
+  assert len({answer for r in results for answer in r}) > 3  # answers depend on the round's prompt
+  assert stops == {()} and cleanups == {False}
+  assert [c[3] for c in calls if c[0] == "a"] == [None, {"seen": 1}, {"seen": 2}]
+
+
+def test_decoding_kwargs(lmms_eval):
+  """Upstream's multi-round path hands the kwargs to generate_with_embeds: its defaults, `steps` and
+  `cfg_scale` only."""
+  decoding, _ = lmms_eval.multi_round_decoding({})
+  assert (decoding.gen_length, decoding.steps, decoding.block_length, decoding.stops, decoding.think) == \
+         (128, 128, 128, (), None)
+  decoding, extra = lmms_eval.multi_round_decoding({"gen_steps": 4, "cfg": 1.0, "cfg_scale": 0.5,
+                                                    "think_mode": "think", "stopping_criteria": "\n"})
+  assert decoding.steps == 128 and decoding.think is None and decoding.stops == ("\n",)
+  assert extra == {"temperature": 0.0, "cfg_scale": 0.5, "remasking": "low_confidence"}
+  # generate_until: the wrapper's defaults (2 / 2 / 2) and `gen_steps`; "cfg" reaches no sampler argument.
+  decoding, extra = lmms_eval.decoding_from_kwargs({"gen_steps": 4, "gen_length": 8, "block_length": 8, "cfg": 1.0})
+  assert (decoding.gen_length, decoding.steps, decoding.block_length) == (8, 4, 8) and extra["cfg_scale"] == 0.0
+
+
+def test_loglikelihood_is_upstreams_estimate(lmms_eval, sharp_checkpoint, sharp_setup):
+  from lmms_eval.api.instance import Instance
+  mc = dict(mc_num="8", batch_size_ppl="4")
+  model = lmms_eval.LLaDAVJax(pretrained=str(sharp_checkpoint), batch_size="2", seed="5", **mc)
+  unchecked = lmms_eval.LLaDAVJax(pretrained=str(sharp_checkpoint), seed="5", is_check_greedy="False", **mc)
+  images = [tiny.random_image(24, 16, seed=i) for i in range(3)]
+  docs = [{"images": images[:2], "answer": " red"}, {"images": images[1:], "answer": "green"},
+          {"images": [], "answer": "blue"}]
+  for m in (model, unchecked):
+    m.task_dict = {"t": {"test": docs}}
+
+  def doc_to_visual(doc):
+    return doc["images"]
+
+  def doc_to_target(doc):
+    return doc["answer"]
+  contexts = [("What is it?", doc_to_target, 0), ("<image> and <image>: which?", " A", 1), ("Which?", " B", 2)]
+  requests = [Instance("loglikelihood", (ctx, target, doc_to_visual, doc, "t", "test"), i,
+                       metadata={"task": "t", "doc_id": doc, "repeats": 1}) for i, (ctx, target, doc) in
+              enumerate(contexts)]
+  requests.append(Instance("loglikelihood", ("", "red"), 0, metadata={"task": "t", "doc_id": 0, "repeats": 1}))
+  out = model.loglikelihood(requests)
+
+  tiny_model, params, tokenizer = sharp_setup
+  estimator = likelihood.MonteCarloLoss(tiny_model, params, mc_num=8, batch_size_ppl=4, vocab_limit=len(tokenizer))
+  expected = []
+  for i, (ctx, target, doc) in enumerate(contexts + [("", "red", None)]):
+    pictures = [] if doc is None else docs[doc]["images"]
+    answer = target if isinstance(target, str) else target(docs[doc])
+    # Upstream: placeholders in front unless the context has them, no think tag, the answer as the
+    # assistant turn, every id after the prompt a label.
+    question = ctx if not pictures or "<image>" in ctx else " ".join(["<image>"] * len(pictures)) + "\n" + ctx
+    prompt = build_sample(build_prompt(tokenizer, question, len(pictures)),
+                          inference_visuals(pictures, tiny_model.config), tiny_model.config)
+    scored = likelihood.scored_sample(tokenizer, tiny_model.config, ctx, answer, pictures)
+    assert scored.prompt.input_ids.tolist() == prompt.input_ids.tolist()
+    assert (scored.full.input_ids[:prompt.length] == prompt.input_ids).all()
+    loss = estimator.estimate(scored.full, jax.random.fold_in(jax.random.key(5), i))
+    expected.append((loss, likelihood.greedy_reproduces(tiny_model, params, scored, vocab_limit=len(tokenizer))))
+  assert out == expected
+  assert all(loss > 0 for loss, _ in out)
+  # A request's draws come from its position in the call; without the check the flag is False.
+  assert unchecked.loglikelihood(requests[2:]) == [(loss, False) for loss, _ in model.loglikelihood(requests[2:])]
+  with pytest.raises(ValueError, match="t doc 0: continuation '' gives no label ids"):
+    model.task_dict["t"]["test"][0]["answer"] = ""
+    model.loglikelihood(requests[:1])

@@ -218,7 +218,9 @@ def test_decoding_settings_follow_the_evaluation_script():
   expected = {"mmbench_en_dev": (2, 2, 2, (), "no_think"), "mmstar": (2, 2, 2, (), "no_think"),
               "seedbench": (2, 2, 2, (), "no_think"), "ai2d": (2, 2, 2, (), "no_think"),
               "scienceqa_img": (2, 2, 2, (), "no_think"), "realworldqa": (2, 2, 2, (), "no_think"),
-              "mmmu_val": (2, 2, 2, (), "no_think"), "mme": (2, 2, 2, (), "no_think"),
+              "mmmu_val": (2, 2, 2, (), "no_think"), "mmmu_pro_standard": (2, 2, 2, (), "no_think"),
+              "mmmu_pro_vision": (2, 2, 2, (), "no_think"), "muirbench": (2, 2, 2, (), "no_think"),
+              "mme": (2, 2, 2, (), "no_think"),
               "chartqa": (16, 16, 16, ("\n",), "no_think"), "docvqa_val": (32, 16, 32, (), "no_think"),
               "infovqa_val": (32, 16, 32, (), "no_think"), "mathvista_testmini": (96, 48, 96, (), "think"),
               "mathverse_testmini_vision": (64, 32, 64, (), "think")}

@@ -5,12 +5,14 @@ from lladav_jax.eval.tasks.base import Decoding, Record, RecordError, Task, load
 from lladav_jax.eval.tasks.choice import AI2D, MMMU, MMBench, MMStar, RealWorldQA, ScienceQA, SeedBench
 from lladav_jax.eval.tasks.jsonl import JsonlTask
 from lladav_jax.eval.tasks.math import MathVerse, MathVista
+from lladav_jax.eval.tasks.mmmu_pro import MMMUProStandard, MMMUProVision
+from lladav_jax.eval.tasks.muirbench import MuirBench
 from lladav_jax.eval.tasks.open_ended import MME, ChartQA, DocVQA, InfoVQA
 from lladav_jax.eval.tasks.video import MLVU, VideoMME, VideoTask
 
 TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (
-    MMBench, MMStar, SeedBench, AI2D, ScienceQA, RealWorldQA, MMMU, ChartQA, DocVQA, InfoVQA, MME, MathVista,
-    MathVerse, VideoMME, MLVU, JsonlTask)}
+    MMBench, MMStar, SeedBench, AI2D, ScienceQA, RealWorldQA, MMMU, MMMUProStandard, MMMUProVision, MuirBench,
+    ChartQA, DocVQA, InfoVQA, MME, MathVista, MathVerse, VideoMME, MLVU, JsonlTask)}
 
 
 def get_task(name: str, video_folder: str | None = None) -> Task:

@@ -9,6 +9,7 @@ summarises exactly like an uninterrupted one).
 
 import dataclasses
 import json
+import re
 from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
@@ -40,7 +41,8 @@ MULTIPLE_CHOICE = Decoding(gen_length=2, steps=2, block_length=2)
 @dataclasses.dataclass(frozen=True)
 class Record:
   """One question. `index` is its position in the input (results are written in this order);
-  `question` is the user text without image placeholders (they go in front, as upstream does);
+  `question` is the user text, usually without image placeholders (they then go in front, as
+  upstream's wrapper puts them), or with one `<image>` per image where the benchmark places them;
   `images` are bytes, file paths or PIL images; `video` is a video file's path (then `images` is
   empty); `target` and `meta` are JSON-ready."""
 
@@ -132,6 +134,17 @@ def images(row: Row, *columns: str) -> tuple:
     raise RecordError(f"{row.where(columns[0] if len(columns) == 1 else None)}: no image in column(s) "
                       f"{list(columns)}")
   return tuple(out)
+
+
+def referenced_images(row: Row, prompt: str) -> tuple:
+  """MMMU's rule: the images the prompt mentions as `<image N>`, each once, in name order (column
+  `image_N`); a mentioned image that the row lacks is an error."""
+  columns = sorted({m.strip("<>").replace(" ", "_") for m in re.findall(r"<image \d+>", prompt)})
+  for column in columns:
+    if is_missing(row.values.get(column)):
+      raise RecordError(f"{row.where(column)}: the question mentions <{column.replace('_', ' ')}> but the row "
+                        "has no such image")
+  return images(row, *columns) if columns else ()
 
 
 def string_list(row: Row, column: str) -> list[str]:

@@ -10,7 +10,7 @@ from lladav_jax.eval import metrics
 from lladav_jax.eval.choices import infer_option, mmmu_choice, mmmu_open_answers, mmmu_open_correct
 from lladav_jax.eval.readers import Row, is_missing
 from lladav_jax.eval.tasks.base import (Record, RecordError, Task, breakdown, images, lettered, mean_score,
-                                        string_list, text, value)
+                                        referenced_images, string_list, text, value)
 
 LETTER_PROMPT = "Answer with the option's letter from the given choices directly."
 SHORT_PROMPT = "Answer the question using a single word or phrase."
@@ -176,7 +176,6 @@ class MMMU(Task):
   description = "MMMU (validation)"
 
   def record(self, row, index):
-    import re
     sample_id = text(row, "id")
     kind = text(row, "question_type")
     if kind == "multiple-choice":
@@ -185,9 +184,6 @@ class MMMU(Task):
     else:
       options = []
       question = f"{text(row, 'question')}\n\n{SHORT_PROMPT}"
-    # The images are those the prompt mentions as <image N>, in name order (lmms-eval's rule).
-    names = sorted({m.replace(" ", "_") for m in re.findall(r"<image \d+>", question)})
-    columns = [n.strip("<>") for n in names]
     answer = text(row, "answer")
     if answer.startswith("["):
       try:
@@ -195,7 +191,7 @@ class MMMU(Task):
       except (ValueError, SyntaxError):
         pass
     subject = sample_id.split("_", 1)[1].rsplit("_", 1)[0] if sample_id.count("_") >= 2 else None
-    return Record(index, sample_id, question, images(row, *columns) if columns else (), answer,
+    return Record(index, sample_id, question, referenced_images(row, question), answer,
                   {"question_type": kind, "options": options, "subject": subject})
 
   def score(self, record, prediction):
@@ -209,11 +205,18 @@ class MMMU(Task):
 
   def summarize(self, results):
     subjects = breakdown(results, "subject")
-    domains = {}
-    for domain, names in MMMU_DOMAINS.items():
-      inside = [subjects[n] for n in names if n in subjects]
-      count = sum(s["count"] for s in inside)
-      if count:
-        domains[domain] = {"score": sum(s["score"] * s["count"] for s in inside) / count, "count": count}
     return {"metrics": {"accuracy": mean_score(results)},
-            "breakdown": {"domain": domains, "subject": subjects, "question_type": breakdown(results, "question_type")}}
+            "breakdown": {"domain": mmmu_domains(subjects), "subject": subjects,
+                          "question_type": breakdown(results, "question_type")}}
+
+
+def mmmu_domains(subjects: dict) -> dict:
+  """MMMU's domain scores from the subject breakdown: the accuracy over all questions of the domain's
+  subjects (instance level, not a mean of subject means)."""
+  domains = {}
+  for domain, names in MMMU_DOMAINS.items():
+    inside = [subjects[n] for n in names if n in subjects]
+    count = sum(s["count"] for s in inside)
+    if count:
+      domains[domain] = {"score": sum(s["score"] * s["count"] for s in inside) / count, "count": count}
+  return domains
