@@ -106,13 +106,7 @@ def test_missing_image_and_prompt_are_reported(checkpoint, capsys):
 
 def test_several_images_take_upstreams_evaluation_layout(checkpoint, monkeypatch, capsys):
   """As upstream's evaluation: `num_patches` features per image and no image newline."""
-  seen = []
-  original = cli.generate
-
-  def spy(model, params, samples, settings, **kw):
-    seen.extend(samples)
-    return original(model, params, samples, settings, **kw)
-  monkeypatch.setattr(cli, "generate", spy)
+  seen = _spy_samples(monkeypatch)
   picture = str(checkpoint / "picture.png")
   cli.main(["--checkpoint", str(checkpoint), "--image", picture, "--image", picture,
             "--prompt", "Are they the same?", *SETTINGS])
