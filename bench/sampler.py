@@ -69,6 +69,7 @@ def prompts(model, batch):
 # depend on position, and a larger head makes predictions confident, so that threshold decoding
 # commits a few tokens per step (about a third of the steps here), as with a trained model.
 SCALES = {"lm_head": 1.3, "embed_tokens": 0.4, "q_proj": 0.4, "k_proj": 0.4}
+WIDTH = 128  # the input width the scales of kernels are for; wider kernels get smaller ones
 
 
 def random_params(model, sample, scales=SCALES):
@@ -84,7 +85,10 @@ def random_params(model, sample, scales=SCALES):
       out.append(1.0 + 0.1 * noise)
       continue
     scale = [v for k, v in scales.items() if k in name and "language_model" in name]
-    out.append((scale[0] if scale else 0.05) * noise)
+    scale = scale[0] if scale else 0.05
+    if "language_model" in name and "kernel" in name:  # scales are for width 128: keep the logits' spread
+      scale *= (WIDTH / leaf.shape[-2]) ** 0.5
+    out.append(scale * noise)
   return jax.tree_util.tree_unflatten(treedef, out)
 
 

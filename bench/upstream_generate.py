@@ -40,7 +40,7 @@ def upstream_generate(hf: LlamaForCausalLM, prompt_embeds: np.ndarray, settings:
   """prompt_embeds float32 [P, D] (one unpadded prompt); settings resolved -> int64 [gen_length]."""
   s = settings
   gen, block, per_block = s.gen_length, s.block_length, s.steps_per_block
-  prompt = torch.from_numpy(np.asarray(prompt_embeds, np.float32))[None]
+  prompt = torch.from_numpy(np.array(prompt_embeds, np.float32))[None]
   length = prompt.shape[1] + gen
   full_mask = torch.ones(1, 1, length, length, dtype=torch.bool)
   x = torch.full((1, gen), mask_id, dtype=torch.long)

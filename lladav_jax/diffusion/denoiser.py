@@ -10,9 +10,9 @@ Positions restart at 0 for every row's real prompt tokens and continue through t
 and the suffix, so padding changes nothing. Attention is bidirectional over the row's valid positions
 (padding keys are hidden); the prompt's turn ids are not used, as upstream decodes with a full mask.
 
-`full`, `window` and `feature_cached` (dLLM-Cache, models/feature_cache.py) return the hidden states of the step's candidate region only (the generated
-region, or the current block with the dual KV cache: `region_length`); the sampler sends the part
-it needs through the LM head (`logits`).
+`full`, `window` and `feature_cached` (dLLM-Cache, models/feature_cache.py) return the hidden states
+of the step's candidate region only (the generated region, or the current block with the dual KV
+cache: `region_length`); the sampler sends the part it needs through the LM head (`logits`).
 """
 
 import flax.struct

@@ -57,14 +57,15 @@ def decoding_from_kwargs(gen_kwargs: dict) -> tuple[Decoding, dict]:
 
 class LLaDAVJax(lmms):
   """model_args: pretrained (checkpoint), batch_size, dtype, mesh ("data=-1"), stop_order
-  ("upstream"), cache / refresh / prompt_refresh / transfer_ratio / threshold (sampler speed-ups), seed, tokenizer; for videos the
-  upstream wrapper's max_frames_num (32), video_decode_backend ("decord": its frame rule),
+  ("upstream"), cache / refresh / prompt_refresh / transfer_ratio / threshold (sampler speed-ups), seed,
+  tokenizer; for videos the upstream wrapper's max_frames_num (32), video_decode_backend ("decord": its frame rule),
   token_strategy ("single"), mm_spatial_pool_mode ("bilinear") and mm_spatial_pool_stride (2, the
   only stride upstream's video path uses)."""
 
   def __init__(self, pretrained: str, batch_size: int | str = 16, dtype: str | None = None, mesh: str = "data=-1",
                stop_order: str = "upstream", cache: str = "none", refresh: int | str | None = None,
-               prompt_refresh: int | str | None = None, transfer_ratio: float | str | None = None, threshold: float | str | None = None, seed: int | str = 0, tokenizer: str | None = None,
+               prompt_refresh: int | str | None = None, transfer_ratio: float | str | None = None,
+               threshold: float | str | None = None, seed: int | str = 0, tokenizer: str | None = None,
                max_frames_num: int | str = 32, video_decode_backend: str = "decord", token_strategy: str = "single",
                mm_spatial_pool_mode: str = "bilinear", mm_spatial_pool_stride: int | str = 2, **kwargs: Any):
     super().__init__()
