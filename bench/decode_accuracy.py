@@ -2,8 +2,10 @@
 trains it; this benchmark says so and stops when --demo-workdir has none) decoded exactly, with the
 prefix and dual KV caches at several refresh intervals, Fast-dLLM's threshold and factor rules and
 dLLM-Cache, on two tasks:
-  answers   the held-out questions (one word each: gen_length 4, the demo's setting);
-  captions  held-out scenes drawn like the training captions' (longer: gen_length 32, blocks of 8).
+  answers   the held-out questions, by the final (stage-2) model: one word each, gen_length 4, the
+            demo's setting;
+  captions  held-out scenes drawn like the training captions', by the stage-1 model (trained on
+            captions; stage 2 trains on questions only): longer, gen_length 32 in blocks of 8.
 Printed per setting: held-out accuracy (exact match), the share of answer tokens equal to the exact
 decode's, position by position, tokens/s (gen_length per row over the wall time of the whole set,
 compiled beforehand), that speed over the exact decode's measured in this run, and model
@@ -122,21 +124,20 @@ def main() -> None:
   if not work.stage_dir(2).exists():
     print(f"{args.demo_workdir}: no trained demo model (run `make demo` first)", file=sys.stderr)
     sys.exit(1)
-  config, params = load_pretrained(str(work.stage_dir(2)), dtype="float32")
-  model = LLaDAV(config, inference_compute("float32"))
-  params = {"params": params}
   tokenizer = Tokenizer.from_dir(str(work.tokenizer_dir))
-  eot = config.tokens.eot
-  print(f"demo model ({args.demo_workdir}): text hidden {config.text.hidden_size}, layers "
-        f"{config.text.num_hidden_layers}; greedy, float32 on {jax.default_backend()} ({os.cpu_count()} cores), "
-        f"batches of {BATCH}")
-  base = dict(stop_sequences=((eot,),), vocab_limit=len(tokenizer))
-  samples, answers = question_set(work, tokenizer, config, args.questions)
-  table("answers", model, params, tokenizer, samples, answers,
-        SamplerSettings(gen_length=GEN_LENGTH, steps=GEN_LENGTH, block_length=GEN_LENGTH, **base))
-  samples, answers = caption_set(work, tokenizer, config, args.captions)
-  table("captions", model, params, tokenizer, samples, answers,
-        SamplerSettings(gen_length=CAPTION_LENGTH, steps=CAPTION_LENGTH, block_length=CAPTION_BLOCK, **base))
+  tasks = [("answers", 2, question_set, args.questions, GEN_LENGTH, GEN_LENGTH),
+           ("captions", 1, caption_set, args.captions, CAPTION_LENGTH, CAPTION_BLOCK)]
+  for name, stage, make_set, count, gen_length, block_length in tasks:
+    config, params = load_pretrained(str(work.stage_dir(stage)), dtype="float32")
+    model = LLaDAV(config, inference_compute("float32"))
+    if name == "answers":
+      print(f"demo model ({args.demo_workdir}): text hidden {config.text.hidden_size}, layers "
+            f"{config.text.num_hidden_layers}; greedy, float32 on {jax.default_backend()} "
+            f"({os.cpu_count()} cores), batches of {BATCH}")
+    samples, answers = make_set(work, tokenizer, config, count)
+    exact = SamplerSettings(gen_length=gen_length, steps=gen_length, block_length=block_length,
+                            stop_sequences=((config.tokens.eot,),), vocab_limit=len(tokenizer))
+    table(f"{name} (stage {stage} model)", model, {"params": params}, tokenizer, samples, answers, exact)
 
 
 if __name__ == "__main__":

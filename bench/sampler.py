@@ -4,7 +4,8 @@ canvas and the LM head every step, float64 softmax), same float32 weights, same 
 
 The model is a CPU-sized LLaDA-V with the real image geometry (384 px crops, 729 tokens each): one
 384x384 image per prompt (2 crops, 1485 image tokens). Greedy decoding; tokens/s counts generated
-tokens (gen_length per row) over wall time; programs are compiled before they are timed. Upstream
+tokens (gen_length per row) over wall time, medians of --repeats runs taken in turn (upstream, then
+every variant, again); programs are compiled before they are timed. Upstream
 decodes one row at a time, so its time at batch B is the sum over the B rows. Every ratio is against
 upstream at the same batch size, measured in this run; "exact, xla attention" is the exact decode
 with the attention the sampler used on CPU before "chunked".
@@ -100,15 +101,6 @@ def compiled_decode(model, params, samples, settings):
   return lambda: jax.block_until_ready(compiled(params, prompt, lengths, keys))
 
 
-def timed(fn, repeats):
-  times, out = [], None
-  for _ in range(repeats):
-    start = time.perf_counter()
-    out = fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times), out
-
-
 def add_model_flags(parser: argparse.ArgumentParser, *, hidden=128, layers=2, vocab=16384) -> None:
   """The dimensions of `build_model`'s text tower."""
   parser.add_argument("--hidden", type=int, default=hidden)
@@ -157,18 +149,26 @@ def main() -> None:
   embeds = [prompt_embeddings(model, params, sample) for sample in all_samples]
   for batch in batch_sizes:
     tokens = batch * args.gen_length
-    seconds, upstream_tokens = timed(lambda: np.stack(
-        [upstream_generate(hf, e, resolved, model.config.tokens.mask) for e in embeds[:batch]]), args.repeats)
-    base = tokens / seconds
-    print(f"\nbatch {batch}: upstream generate (torch) {base:8.2f} tokens/s   1.00x   ({seconds:.1f} s)")
-    for name, variant_model, settings in variants:
-      seconds, result = timed(compiled_decode(variant_model, params, all_samples[:batch], settings), args.repeats)
-      tps = tokens / seconds
+    runs = {"upstream": lambda: np.stack([upstream_generate(hf, e, resolved, model.config.tokens.mask)
+                                          for e in embeds[:batch]])}
+    runs.update({name: compiled_decode(variant_model, params, all_samples[:batch], settings)
+                 for name, variant_model, settings in variants})
+    times = {name: [] for name in runs}
+    outputs = {}
+    for _ in range(args.repeats):  # alternated, so that every variant sees the same machine state
+      for name, run in runs.items():
+        start = time.perf_counter()
+        outputs[name] = run()
+        times[name].append(time.perf_counter() - start)
+    seconds = {name: statistics.median(t) for name, t in times.items()}
+    base = tokens / seconds["upstream"]
+    print(f"\nbatch {batch}: upstream generate (torch) {base:8.2f} tokens/s   1.00x   ({seconds['upstream']:.1f} s)")
+    for name, _, _ in variants:
+      result, tps = outputs[name], tokens / seconds[name]
       note = f"model evaluations per row: {float(np.mean(result.steps)):.0f}"
-      same = np.mean(np.asarray(result.tokens) == upstream_tokens)
+      same = np.mean(np.asarray(result.tokens) == outputs["upstream"])
       note += f"; tokens equal to upstream's: {100 * same:.0f}%"
-      print(f"  {name:38s} {tps:8.2f} tokens/s  {tps / base:6.2f}x   ({seconds:.1f} s; {note})")
-
+      print(f"  {name:38s} {tps:8.2f} tokens/s  {tps / base:6.2f}x   ({seconds[name]:.1f} s; {note})")
 
 if __name__ == "__main__":
   main()
