@@ -45,6 +45,10 @@ GENERATE_CASES = {
     "trace file": (["--trace-file", "trace.txt"], 2, "error: --trace-file trace.txt: trace pictures are .html or .png"),
     "choice": (["--cache", "sometimes"], 2, "error: argument --cache: invalid choice: 'sometimes'"),
     "threshold": (["--threshold", "1.5"], 1, "error: sampler settings: threshold must be in (0, 1], got 1.5"),
+    "transfer ratio": (["--cache", "dllm", "--transfer-ratio", "2"], 1,
+                       "error: sampler settings: transfer_ratio must be in [0, 1], got 2.0"),
+    "prompt refresh without dllm": (["--prompt-refresh", "5"], 1,
+                                    "error: sampler settings: prompt_refresh is a setting of cache 'dllm'"),
 }
 
 
