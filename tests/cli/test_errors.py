@@ -82,7 +82,7 @@ def test_help_shows_every_default():
                        check=True).stdout
   flat = " ".join(out.split())
   for expected in ("--temperature TEMPERATURE 0: the argmax; > 0: sampling (default: 0.0)",
-                   "(all but the block) (default: none)", "random remasking (default: 0)",
+                   "every layer's features) (default: none)", "random remasking (default: 0)",
                    "the first stop found (default: upstream)"):
     assert expected in flat, expected
   options = [line for line in out.splitlines() if line.startswith("  -")]
