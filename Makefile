@@ -15,7 +15,7 @@ $(VENV)/.installed: $(VENV)/.runtime requirements-test.txt
 	$(VENV)/bin/pip install --quiet -r requirements-test.txt
 	touch $@
 
-.PHONY: demo test test-all bench-forward bench-convert bench-sampler bench-precision bench-data bench-train-step bench-eval plan
+.PHONY: demo test test-all bench-forward bench-convert bench-sampler bench-precision bench-data bench-train-step bench-eval bench-decode-accuracy plan
 
 ## The main job: train a tiny LLaDA-V on synthetic shapes and ask it questions (re-runs reuse workdir/demo).
 demo: $(VENV)/.runtime
@@ -37,9 +37,13 @@ bench-forward: $(VENV)/.installed
 bench-convert: $(VENV)/.installed
 	$(PY) bench/convert.py
 
-## Decoding throughput: jitted sampler (cache, threshold) vs a per-step Python loop (CPU).
+## Decoding throughput: jitted sampler (caches, dLLM-Cache, threshold) vs upstream's loop in torch (CPU).
 bench-sampler: $(VENV)/.installed
 	$(PY) bench/sampler.py
+
+## Accuracy vs speed of the caches and parallel decoding on the trained demo model (needs `make demo` first).
+bench-decode-accuracy: $(VENV)/.installed
+	$(PY) bench/decode_accuracy.py
 
 ## How often bfloat16 / float16 greedy decodes agree with float32 (random models, and the demo model if trained).
 bench-precision: $(VENV)/.installed

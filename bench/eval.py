@@ -33,8 +33,8 @@ from lladav_jax.eval import evaluate, get_task, task_settings  # noqa: E402
 from lladav_jax.eval.tasks.base import MULTIPLE_CHOICE, Record  # noqa: E402
 from lladav_jax.eval.tasks.jsonl import SHORT_ANSWER  # noqa: E402
 from lladav_jax.images.crops import sample_visuals  # noqa: E402
-from lladav_jax.models import (ComputeConfig, LLaDAConfig, LLaDAV, LLaDAVConfig, ProjectorConfig,  # noqa: E402
-                               SiglipConfig)
+from lladav_jax.models import LLaDAConfig, LLaDAV, LLaDAVConfig, ProjectorConfig, SiglipConfig  # noqa: E402
+from lladav_jax.models.compute import inference_compute  # noqa: E402
 from lladav_jax.samples import build_sample  # noqa: E402
 from lladav_jax.tokens import IMAGE_PLACEHOLDER_ID  # noqa: E402
 
@@ -52,7 +52,7 @@ def build(args):
   config = LLaDAVConfig(text=text, vision=vision,
                         projector=ProjectorConfig("mlp2x_gelu", vision.hidden_size, text.hidden_size),
                         vision_select_layer=-1, max_length=8192, tokens=demo_tokenizer.TOKEN_IDS)
-  model = LLaDAV(config, ComputeConfig(dtype="float32", param_dtype="float32", scan_layers=True))
+  model = LLaDAV(config, inference_compute("float32"))
   image = sample_visuals([Image.new("RGB", (384, 384))], config)
   params = random_params(model, build_sample([0, IMAGE_PLACEHOLDER_ID, 1], image, config))  # {"params": ...}
   return model, params, tokenizer

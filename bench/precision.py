@@ -21,14 +21,16 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
-from bench.sampler import SCALES, PythonLoop, add_model_flags, build_model, prompts, random_params  # noqa: E402
+from bench.sampler import SCALES, add_model_flags, build_model, prompts, random_params  # noqa: E402
+from bench.upstream_generate import prompt_embeddings, torch_language_model  # noqa: E402
 from lladav_jax.demo.pipeline import DemoWorkdir, evaluate_heldout  # noqa: E402
 from lladav_jax.diffusion.generation import generate  # noqa: E402
 from lladav_jax.diffusion.settings import SamplerSettings  # noqa: E402
-from lladav_jax.models import ComputeConfig, LLaDAV  # noqa: E402
+from lladav_jax.models import LLaDAV  # noqa: E402
+from lladav_jax.models.compute import inference_compute  # noqa: E402
 
 LOW_PRECISION = ("bfloat16", "float16")
 
@@ -45,7 +47,7 @@ def agreement(reference: list, other: list) -> tuple[int, float]:
 
 
 def in_dtype(model: LLaDAV, params, dtype: str):
-  cast = LLaDAV(model.config, ComputeConfig(dtype=dtype, param_dtype=dtype, scan_layers=True))
+  cast = LLaDAV(model.config, inference_compute(dtype))
   return cast, jax.tree_util.tree_map(lambda x: x.astype(dtype), params)
 
 
@@ -74,11 +76,17 @@ def random_models(args) -> None:
 
 def top_probability(model, params, samples, gen_length: int) -> float:
   """Median probability of the argmax at the first step (every answer position masked)."""
-  loop = PythonLoop(model, params, samples, gen_length)
-  masks = jnp.full((len(samples), gen_length), model.config.tokens.mask, jnp.int32)
-  logits = np.asarray(loop.forward(params, loop.prompt_embeds, masks), np.float64)
-  z = logits - logits.max(-1, keepdims=True)
-  return float(np.median(1.0 / np.exp(z).sum(-1)))
+  hf = torch_language_model(model, params)
+  masks = torch.full((1, gen_length), model.config.tokens.mask)
+  tops = []
+  with torch.no_grad():
+    for sample in samples:
+      prompt = torch.from_numpy(prompt_embeddings(model, params, sample))[None]
+      embeds = torch.cat([prompt, hf.get_input_embeddings()(masks)], dim=1)
+      full_mask = torch.ones(1, 1, embeds.shape[1], embeds.shape[1], dtype=torch.bool)
+      logits = hf(inputs_embeds=embeds, attention_mask=full_mask, logits_to_keep=gen_length).logits[0]
+      tops.append(torch.softmax(logits.to(torch.float64), -1).max(-1).values.numpy())
+  return float(np.median(np.concatenate(tops)))
 
 
 def demo_model(args) -> None:

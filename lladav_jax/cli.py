@@ -149,8 +149,14 @@ def add_decoding_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup
   parser.add_argument("--remasking", choices=REMASKING, default="low_confidence",
                       help="commit the most confident predictions, or random ones")
   parser.add_argument("--cache", choices=CACHE_MODES, default="none",
-                      help="KV cache: none (the exact decode), prefix (the prompt's) or dual (all but the block)")
-  parser.add_argument("--refresh", type=int, help="refresh the KV cache every r steps of a block")
+                      help="KV cache: none (the exact decode), prefix (the prompt's), dual (all but the block) or "
+                           "dllm (dLLM-Cache: every layer's features)")
+  parser.add_argument("--refresh", type=int, help="refresh the KV cache every r steps of a block (dllm: the "
+                                                  "answer's features every r model evaluations; default 7)")
+  parser.add_argument("--prompt-refresh", type=int,
+                      help="dllm: refresh the prompt's features every r model evaluations (default 25)")
+  parser.add_argument("--transfer-ratio", type=float,
+                      help="dllm: share of the answer's positions recomputed between refreshes (default 0.25)")
   parser.add_argument("--threshold", type=float, help="parallel decoding: commit every prediction with p >= this")
   parser.add_argument("--factor", type=float, help="parallel decoding by Fast-dLLM's factor rule")
   parser.add_argument("--think", choices=THINK_CHOICES, help=f"stage-3 tag after the question (default: {defaults})")
@@ -172,7 +178,8 @@ def sampler_settings(args: argparse.Namespace, tokenizer: Tokenizer, eot_id: int
       tokenizer, eot_id, gen_length=gen, steps=steps if args.steps is None else args.steps, block_length=block,
       stops=tuple(stops) if args.stop is None else tuple(args.stop), stop_order=args.stop_order,
       temperature=args.temperature, cfg_scale=args.cfg, remasking=args.remasking, cache=args.cache,
-      refresh=args.refresh, threshold=args.threshold, factor=args.factor)
+      refresh=args.refresh, prompt_refresh=args.prompt_refresh, transfer_ratio=args.transfer_ratio,
+      threshold=args.threshold, factor=args.factor)
 
 
 def think_mode(args: argparse.Namespace, default: str | None) -> str | None:

@@ -27,7 +27,8 @@ from lladav_jax.diffusion.settings import SettingsError
 from lladav_jax.images import ImageDecodeError, load_image
 from lladav_jax.images.crops import inference_visuals, video_placeholder_visuals, video_visual
 from lladav_jax.images.video import VideoError, decode_frames, frame_count, sample_frames
-from lladav_jax.models import ComputeConfig, LLaDAV
+from lladav_jax.models import LLaDAV
+from lladav_jax.models.compute import inference_compute
 from lladav_jax.samples import SampleError, build_sample
 
 # Without --gen-length / --steps / --block-length: upstream's generate_demo.py settings.
@@ -94,7 +95,7 @@ class Session:
     self.messages: list[Message] = []
     self.turns = 0
     dtype = cli.default_dtype(args.dtype)
-    self.model = LLaDAV(self.config, ComputeConfig(dtype=dtype, param_dtype=dtype, scan_layers=True))
+    self.model = LLaDAV(self.config, inference_compute(dtype))
     self.params = {"params": load_pretrained(args.checkpoint).params}
 
   def ask(self, question: str) -> str:

@@ -14,7 +14,8 @@ from lladav_jax.diffusion.settings import SamplerSettings
 from lladav_jax.eval import metrics
 from lladav_jax.images import load_image
 from lladav_jax.images.crops import inference_visuals
-from lladav_jax.models import ComputeConfig, LLaDAV
+from lladav_jax.models import LLaDAV
+from lladav_jax.models.compute import inference_compute
 from lladav_jax.samples import build_sample
 
 # Answers are one word: a few tokens, then <|eot_id|> (the stop) and EOS padding.
@@ -49,7 +50,7 @@ def evaluate(checkpoint: str, records_file: str, image_folder: str, *, system_pr
   """Answers every record of `records_file` (LLaVA JSON with a `question_type` field), with weights
   and activations in `dtype`."""
   config, params = load_pretrained(checkpoint, dtype=dtype)
-  model = LLaDAV(config, ComputeConfig(dtype=dtype, param_dtype=dtype, scan_layers=True))
+  model = LLaDAV(config, inference_compute(dtype))
   tokenizer = Tokenizer.from_dir(os.path.join(checkpoint, "tokenizer"))
   tokenizer.check_token_ids(config.tokens)
   with open(records_file) as f:

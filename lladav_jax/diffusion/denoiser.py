@@ -10,15 +10,16 @@ Positions restart at 0 for every row's real prompt tokens and continue through t
 and the suffix, so padding changes nothing. Attention is bidirectional over the row's valid positions
 (padding keys are hidden); the prompt's turn ids are not used, as upstream decodes with a full mask.
 
-`full` and `window` return the hidden states of the step's candidate region only (the generated
-region, or the current block with the dual KV cache: `region_length`); the sampler sends the part
-it needs through the LM head (`logits`).
+`full`, `window` and `feature_cached` (dLLM-Cache, models/feature_cache.py) return the hidden states
+of the step's candidate region only (the generated region, or the current block with the dual KV
+cache: `region_length`); the sampler sends the part it needs through the LM head (`logits`).
 """
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 
+from lladav_jax.models.feature_cache import FeatureCache, feature_cached_hidden
 from lladav_jax.models.llada import KVCache
 from lladav_jax.models.lladav import LLaDAV
 from lladav_jax.models.masks import visible_keys_mask
@@ -108,6 +109,17 @@ class Denoiser:
     mask = visible_keys_mask(jnp.concatenate([cached_visible, own_visible], axis=1), window_length)
     hidden, _ = self.model.apply(self.params, embeds, positions, mask, cache, method=_hidden)
     return self._region(hidden, c.prompt_length + region_start - window_start)
+
+
+  def feature_cached(self, gen_embeds: jax.Array, cache: FeatureCache, region_start: jax.Array, *,
+                     refresh_prompt: bool, transfer: int | None) -> tuple[jax.Array, FeatureCache]:
+    """dLLM-Cache's evaluation: the prompt [0, P) and the generated part (answer and suffix) each
+    refreshed or served from `cache` (see `feature_cached_hidden`) -> (the region's hidden states, cache)."""
+    c, model = self.canvas, self.model
+    hidden, cache = feature_cached_hidden(
+        model.config.text, model.compute, self.params["params"]["language_model"], self._canvas_embeds(gen_embeds),
+        c.positions, c.valid, cache, c.prompt_length, refresh_prompt=refresh_prompt, transfer=transfer)
+    return self._region(hidden, region_start), cache
 
 
 def build_canvas(model: LLaDAV, params, prompt: dict, prompt_lengths: jax.Array, gen_length: int,

@@ -15,7 +15,11 @@ With a KV cache, the step's model evaluation is a full refresh at every block st
   prefix  the window is the generated region + suffix; the prompt's keys/values are cached
   dual    the window is the current block; everything else is cached (Fast-dLLM's DualCache), and
           the candidates are the block's positions only
-With refresh = 1 every step is a full evaluation: the exact decode.
+With refresh = 1 every step is a full evaluation: the exact decode. With dLLM-Cache ("dllm") every
+layer's keys/values and sublayer outputs are cached; the batch's model evaluations are counted over
+the whole answer (upstream's rule), the generated part is refreshed every `refresh` of them and the
+prompt every `prompt_refresh`, and in between a `transfer_ratio` share of the generated positions is
+recomputed (models/feature_cache.py). With both intervals 1 it is the exact decode.
 
 `program(model, settings)` returns the jitted function for those settings; jax caches its
 compilations by shape (batch, prompt bucket, crops), so one compile serves every call of a bucket.
@@ -33,6 +37,7 @@ from lladav_jax.diffusion.denoiser import Denoiser, build_canvas
 from lladav_jax.diffusion.schedule import step_quota
 from lladav_jax.diffusion.settings import SamplerSettings
 from lladav_jax.diffusion.stopping import update_stop
+from lladav_jax.models.feature_cache import FeatureCache, empty_feature_cache
 from lladav_jax.models.llada import KVCache
 from lladav_jax.models.lladav import LLaDAV
 
@@ -47,7 +52,8 @@ class DecodeState:
   commit_step: jax.Array  # int32 [B, G], the row's step that committed each position (-1: never)
   stop: jax.Array  # int32 [B], start of the stop sequence in the generated region (G: none)
   row_steps: jax.Array  # int32 [B], model evaluations the row took part in
-  cache: KVCache | None  # keys/values of the last refresh (2B rows with guidance)
+  evaluations: jax.Array  # int32 [], model evaluations of the batch (dLLM-Cache's refresh clock)
+  cache: KVCache | FeatureCache | None  # of the last refresh (2B rows with guidance)
 
 
 @flax.struct.dataclass
@@ -82,14 +88,23 @@ def decode(model: LLaDAV, settings: SamplerSettings, params, prompt: dict, promp
       return None
     length = prompt_len if s.cache == "prefix" else prompt_len + gen + len(s.suffix)
     cfg = model.config.text
+    if s.cache == "dllm":
+      return empty_feature_cache(cfg, model.compute, canvas_rows, length)
     shape = (cfg.num_hidden_layers, canvas_rows, length, cfg.num_key_value_heads, cfg.head_dim)
     zeros = jnp.zeros(shape, model.compute.activation_dtype)
     return KVCache(zeros, zeros)
 
-  def evaluate(step, start, region_start, gen_embeds, cache):
+  def evaluate(step, evaluations, start, region_start, gen_embeds, cache):
     """One model evaluation -> (the region's hidden states [2B or B, region, D], cache)."""
     if s.cache == "none":
       return den.full(gen_embeds, region_start)[0], cache
+    if s.cache == "dllm":
+      transfer = int((gen + len(s.suffix)) * s.transfer_ratio)  # upstream: int(generated length * ratio)
+      branches = [functools.partial(den.feature_cached, gen_embeds, cache, region_start, refresh_prompt=prompt,
+                                    transfer=None if gen_part else transfer)
+                  for prompt in (False, True) for gen_part in (False, True)]
+      which = 2 * (evaluations % s.prompt_refresh == 0) + (evaluations % s.refresh == 0)
+      return jax.lax.switch(which, branches)
 
     def refresh_branch():
       hidden, fresh = den.full(gen_embeds, region_start)
@@ -134,7 +149,8 @@ def decode(model: LLaDAV, settings: SamplerSettings, params, prompt: dict, promp
       masked_region = view(st.masked, region_start, region)
       limit = jnp.minimum(start + block, st.stop)[:, None]  # nothing from the block's end or a stop on
       eligible = masked_region & (position < limit) & active[:, None]
-      hidden, cache = evaluate(step, start, region_start, den.generated_embeds(st.tokens, st.masked), st.cache)
+      hidden, cache = evaluate(step, st.evaluations, start, region_start,
+                               den.generated_embeds(st.tokens, st.masked), st.cache)
       token_keys, remask_keys = jax.vmap(remasking.step_keys)(row_keys, st.row_steps)
 
       def predict(offset, length):
@@ -173,7 +189,8 @@ def decode(model: LLaDAV, settings: SamplerSettings, params, prompt: dict, promp
                                                   view(st.commit_step, region_start, region)))
       stop = update_stop(st.stop, tokens, ~masked, s.stop_sequences, s.stop_order)
       new = DecodeState(tokens=tokens, masked=masked, commit_step=commit_step, stop=stop,
-                        row_steps=st.row_steps + active.astype(jnp.int32), cache=cache)
+                        row_steps=st.row_steps + active.astype(jnp.int32), evaluations=st.evaluations + 1,
+                        cache=cache)
       return step + 1, new
 
     _, state = jax.lax.while_loop(step_cond, step_body, (jnp.int32(0), state))
@@ -194,6 +211,7 @@ def decode(model: LLaDAV, settings: SamplerSettings, params, prompt: dict, promp
       commit_step=jnp.full((batch, gen), -1, jnp.int32),
       stop=jnp.full((batch,), gen, jnp.int32),
       row_steps=jnp.zeros((batch,), jnp.int32),
+      evaluations=jnp.int32(0),
       cache=empty_cache())
   _, final = jax.lax.while_loop(blocks_cond, blocks_body, (jnp.int32(0), init))
   return DecodeResult(tokens=final.tokens, masked=final.masked, commit_step=final.commit_step,

@@ -12,7 +12,9 @@ from typing import Sequence
 from lladav_jax.model_config import LLaDAVConfig
 
 REMASKING = ("low_confidence", "random")
-CACHE_MODES = ("none", "prefix", "dual")
+CACHE_MODES = ("none", "prefix", "dual", "dllm")
+# dLLM-Cache's settings in upstream LLaDA-V's demo: gen interval 7, prompt interval 25, transfer ratio 0.25.
+DLLM_DEFAULTS = {"refresh": 7, "prompt_refresh": 25, "transfer_ratio": 0.25}
 STOP_ORDERS = ("earliest", "upstream")
 
 
@@ -31,8 +33,14 @@ class SamplerSettings:
   cfg_scale        classifier-free guidance: un + (s + 1) (cond - un), un = prompt masked out
   remasking        "low_confidence" (commit the most probable predictions) or "random"
   cache            "none" (exact), "prefix" (prompt keys/values reused) or "dual" (every position but
-                   the current block reused); refreshed at every block start and every `refresh` steps
-  refresh          refresh interval r in steps within a block (None = only at block starts)
+                   the current block reused), refreshed at every block start and every `refresh` steps;
+                   or "dllm" (dLLM-Cache: every layer's features reused, the generated part refreshed
+                   every `refresh` and the prompt every `prompt_refresh` model evaluations of the answer)
+  refresh          refresh interval r in steps within a block (None = only at block starts); with "dllm"
+                   the generated part's interval in model evaluations (None = 7, upstream's demo)
+  prompt_refresh   "dllm" only: the prompt's refresh interval in model evaluations (None = 25)
+  transfer_ratio   "dllm" only: share of the generated positions recomputed at the other evaluations,
+                   those whose value projections moved most (None = 0.25)
   threshold        Fast-dLLM: commit every prediction with probability >= threshold (at least one)
   factor           Fast-dLLM: commit the n most confident while the n-th has p >= 1 - factor / (n + 1)
   stop_sequences   token-id sequences; None = ((<|eot_id|>,),); () = none
@@ -50,6 +58,8 @@ class SamplerSettings:
   remasking: str = "low_confidence"
   cache: str = "none"
   refresh: int | None = None
+  prompt_refresh: int | None = None
+  transfer_ratio: float | None = None
   threshold: float | None = None
   factor: float | None = None
   stop_sequences: tuple[tuple[int, ...], ...] | None = None
@@ -84,8 +94,11 @@ class SamplerSettings:
     stops = ((tokens.eot,),) if self.stop_sequences is None else self.stop_sequences
     suppressed = ((tokens.eos, tokens.bos, tokens.start_header, tokens.end_header)
                   if self.suppressed_ids is None else self.suppressed_ids)
+    dllm = {name: getattr(self, name) if getattr(self, name) is not None else default
+            for name, default in DLLM_DEFAULTS.items()} if self.cache == "dllm" else {}
     out = dataclasses.replace(
         self,
+        **dllm,
         vocab_limit=limit,
         stop_sequences=tuple(tuple(int(t) for t in s) for s in stops),
         # Ids at or above the limit can never be produced anyway.
@@ -119,6 +132,15 @@ class SamplerSettings:
       fail(f"cache {self.cache!r}; choices: {CACHE_MODES}")
     if self.refresh is not None and int(self.refresh) < 1:
       fail(f"refresh must be >= 1 (or None for block starts only), got {self.refresh}")
+    if self.cache != "dllm":
+      for name in ("prompt_refresh", "transfer_ratio"):
+        if getattr(self, name) is not None:
+          fail(f"{name} is a setting of cache 'dllm', not of cache {self.cache!r}")
+    else:
+      if int(self.prompt_refresh) < 1:
+        fail(f"prompt_refresh must be >= 1, got {self.prompt_refresh}")
+      if not 0.0 <= self.transfer_ratio <= 1.0:
+        fail(f"transfer_ratio must be in [0, 1], got {self.transfer_ratio}")
     if self.threshold is not None and self.factor is not None:
       fail("threshold and factor are alternatives; set one")
     if self.threshold is not None and not 0.0 < self.threshold <= 1.0:

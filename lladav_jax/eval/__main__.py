@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> dict:
   from lladav_jax.eval.evaluation import evaluate, load_task_records
   from lladav_jax.eval.readers import DataError
   from lladav_jax.eval.runner import check_batch_size
-  from lladav_jax.models import ComputeConfig, LLaDAV
+  from lladav_jax.models import LLaDAV
+  from lladav_jax.models.compute import inference_compute
 
   try:
     task = get_task(args.task, video_folder=args.video_folder)
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> dict:
   output = args.output or os.path.join("eval_results", task.name)
   dtype = cli.default_dtype(args.dtype)
   _, params = load_pretrained(args.checkpoint, mesh=mesh, rules=rules, dtype=dtype)
-  model = LLaDAV(config, ComputeConfig(dtype=dtype, param_dtype=dtype, scan_layers=True))
+  model = LLaDAV(config, inference_compute(dtype))
   if jax.process_index() == 0:
     print(f"{task.name}: {len(records)} records from {', '.join(args.data)}"
           + (f" ({len(failures)} unusable rows)" if failures else "") + f"; results in {output}", file=sys.stderr)

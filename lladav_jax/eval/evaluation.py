@@ -71,7 +71,8 @@ def summarize(task: Task, samples: Sequence[dict], settings: SamplerSettings, th
              "metrics": out["metrics"], "breakdown": out.get("breakdown", {}), "failed": failed,
              "decoding": {"gen_length": settings.gen_length, "steps": settings.steps,
                           "block_length": settings.block_length, "think": think, "cache": settings.cache,
-                          "refresh": settings.refresh, "threshold": settings.threshold}}
+                          "refresh": settings.refresh, "prompt_refresh": settings.prompt_refresh,
+                          "transfer_ratio": settings.transfer_ratio, "threshold": settings.threshold}}
   if video_settings is not None:
     summary["video"] = dataclasses.asdict(video_settings)
   return summary

@@ -95,7 +95,7 @@ def multi_round_decoding(gen_kwargs: dict) -> tuple[Decoding, dict]:
 
 class LLaDAVJax(lmms):
   """model_args: pretrained (checkpoint), dtype, mesh ("data=-1"), stop_order ("upstream"), cache /
-  refresh / threshold (sampler speed-ups), seed, tokenizer; for videos the upstream wrapper's
+  refresh / prompt_refresh / transfer_ratio / threshold (sampler speed-ups), seed, tokenizer; for videos the upstream wrapper's
   max_frames_num (32), video_decode_backend ("decord": its frame rule), token_strategy ("single"),
   mm_spatial_pool_mode ("bilinear") and mm_spatial_pool_stride (2, the only stride upstream's video
   path uses); for `loglikelihood` mc_num (128), batch_size_ppl (32) and is_check_greedy (True), as
@@ -104,6 +104,7 @@ class LLaDAVJax(lmms):
 
   def __init__(self, pretrained: str, batch_size: int | str = 16, dtype: str | None = None, mesh: str = "data=-1",
                stop_order: str = "upstream", cache: str = "none", refresh: int | str | None = None,
+               prompt_refresh: int | str | None = None, transfer_ratio: float | str | None = None,
                threshold: float | str | None = None, seed: int | str = 0, tokenizer: str | None = None,
                max_frames_num: int | str = 32, video_decode_backend: str = "decord", token_strategy: str = "single",
                mm_spatial_pool_mode: str = "bilinear", mm_spatial_pool_stride: int | str = 2,
@@ -113,7 +114,8 @@ class LLaDAVJax(lmms):
     super().__init__()
     from lladav_jax import sharding
     from lladav_jax.checkpoints.pretrained import load_pretrained
-    from lladav_jax.models import ComputeConfig, LLaDAV
+    from lladav_jax.models import LLaDAV
+    from lladav_jax.models.compute import inference_compute
     if kwargs:
       raise ValueError(f"{MODEL_NAME}: unknown model_args {sorted(kwargs)}")
     if int(mm_spatial_pool_stride) != 2:
@@ -125,13 +127,14 @@ class LLaDAVJax(lmms):
     self._mesh = sharding.create_mesh(cli.parse_mesh(mesh))
     self._rules = sharding.DEFAULT_LOGICAL_AXIS_RULES
     config, params = load_pretrained(pretrained, mesh=self._mesh, rules=self._rules, dtype=dtype)
-    self._model = LLaDAV(config, ComputeConfig(dtype=dtype, param_dtype=dtype, scan_layers=True))
+    self._model = LLaDAV(config, inference_compute(dtype))
     self._mesh, self._params = default_mesh_and_params(self._model, {"params": params}, self._mesh)
     self._tokenizer = cli.find_tokenizer(pretrained, tokenizer)
     self._tokenizer.check_token_ids(config.tokens)
     self.batch_size_per_gpu = int(batch_size)
-    self._speed = {"cache": cache, "refresh": None if refresh in (None, "") else int(refresh),
-                   "threshold": None if threshold in (None, "") else float(threshold)}
+    given = lambda value, kind: None if value in (None, "") else kind(value)
+    self._speed = {"cache": cache, "refresh": given(refresh, int), "prompt_refresh": given(prompt_refresh, int),
+                   "transfer_ratio": given(transfer_ratio, float), "threshold": given(threshold, float)}
     self._stop_order, self._seed = stop_order, int(seed)
     self._mc = MonteCarloLoss(self._model, self._params, mc_num=int(mc_num), batch_size_ppl=int(batch_size_ppl),
                               vocab_limit=len(self._tokenizer), mesh=self._mesh, rules=self._rules)

@@ -6,6 +6,8 @@ None (every query sees every key); each returns [B, L, H, Dh] with a float32 sof
 
   "xla"        plain einsums: portable, materialises the float32 scores [B, H, L, S];
   "blockwise"  flash-style attention in plain JAX (models/blockwise_attention.py), every backend;
+  "chunked"    one chunk of queries at a time, the exact softmax over all keys, heads first
+               (models/chunked_attention.py): the fast one on CPU, where decoding runs by default;
   "splash"     the TPU Pallas kernel, sharded over the mesh (models/splash_attention.py); no turn ids;
   "cudnn"      the fused GPU kernel of `jax.nn.dot_product_attention`; the mask becomes an additive
                bias [B, 1, L, S] in the compute dtype (float16/bfloat16 only, head_dim <= 128).
@@ -15,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from lladav_jax.models.blockwise_attention import blockwise_attention
+from lladav_jax.models.chunked_attention import chunked_attention
 from lladav_jax.models.masks import AttentionMask
 from lladav_jax.models.splash_attention import splash_attention
 
@@ -24,6 +27,8 @@ def dot_product_attention(query: jax.Array, key: jax.Array, value: jax.Array, ma
   """Attention of `query` over `key`/`value` under `mask` with the implementation `impl`."""
   if impl == "blockwise":
     return blockwise_attention(query, key, value, mask)
+  if impl == "chunked":
+    return chunked_attention(query, key, value, mask)
   if impl == "splash":
     return splash_attention(query, key, value, mask)
   dense = None if mask is None else mask.dense()

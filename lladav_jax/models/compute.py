@@ -19,9 +19,10 @@ REMAT_POLICIES: dict[str, Callable | None] = {
         "query_proj", "key_proj", "value_proj", "attention_out"),
 }
 # "xla": plain einsums (portable, materialises the scores); "blockwise": flash-style attention in plain
-# JAX (every backend); "splash": the TPU Pallas kernel (no dialogue-causal mask); "cudnn": the fused GPU
-# kernel. models/attention.py says what each takes.
-ATTENTION_IMPLS = ("xla", "blockwise", "splash", "cudnn")
+# JAX (every backend); "chunked": query chunks with the exact softmax (fast on CPU); "splash": the TPU
+# Pallas kernel (no dialogue-causal mask); "cudnn": the fused GPU kernel. models/attention.py says what
+# each takes.
+ATTENTION_IMPLS = ("xla", "blockwise", "chunked", "splash", "cudnn")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -56,3 +57,10 @@ class ComputeConfig:
   @property
   def weight_dtype(self) -> jnp.dtype:
     return jnp.dtype(self.param_dtype)
+
+
+def inference_compute(dtype: str) -> ComputeConfig:
+  """How decoding computes in `dtype` (weights and activations): layers scanned, and on CPU the "chunked"
+  attention, which bench/forward.py measures as the fastest there; "xla" elsewhere."""
+  impl = "chunked" if jax.default_backend() == "cpu" else "xla"
+  return ComputeConfig(dtype=dtype, param_dtype=dtype, scan_layers=True, attention_impl=impl)

@@ -45,6 +45,10 @@ GENERATE_CASES = {
     "trace file": (["--trace-file", "trace.txt"], 2, "error: --trace-file trace.txt: trace pictures are .html or .png"),
     "choice": (["--cache", "sometimes"], 2, "error: argument --cache: invalid choice: 'sometimes'"),
     "threshold": (["--threshold", "1.5"], 1, "error: sampler settings: threshold must be in (0, 1], got 1.5"),
+    "transfer ratio": (["--cache", "dllm", "--transfer-ratio", "2"], 1,
+                       "error: sampler settings: transfer_ratio must be in [0, 1], got 2.0"),
+    "prompt refresh without dllm": (["--prompt-refresh", "5"], 1,
+                                    "error: sampler settings: prompt_refresh is a setting of cache 'dllm'"),
 }
 
 
@@ -78,7 +82,7 @@ def test_help_shows_every_default():
                        check=True).stdout
   flat = " ".join(out.split())
   for expected in ("--temperature TEMPERATURE 0: the argmax; > 0: sampling (default: 0.0)",
-                   "(all but the block) (default: none)", "random remasking (default: 0)",
+                   "every layer's features) (default: none)", "random remasking (default: 0)",
                    "the first stop found (default: upstream)"):
     assert expected in flat, expected
   options = [line for line in out.splitlines() if line.startswith("  -")]

@@ -14,6 +14,7 @@ from lladav_jax.models.llada import LLaDAModel
 from lladav_jax.models.masks import visible_keys_mask
 from tests import tiny
 from tests.diffusion import common, numpy_llada
+from tests.diffusion.numpy_dllm_cache import NumpyDLLMCache
 from tests.diffusion.reference import reference_decode
 
 TEXT = common.CONFIG.text
@@ -103,6 +104,20 @@ class CachedOracle:
     return out[p:]
 
 
+class DLLMCacheOracle:
+  """The reference's model access under dLLM-Cache: the NumPy re-statement, one call per evaluation."""
+
+  def __init__(self, sample, settings):
+    assert sample.num_crops == 0 and settings.cfg_scale == 0, "text prompts, no guidance"
+    self.table = np.asarray(_lm_params()["embed_tokens"]["embedding"], np.float64)
+    self.prompt = list(sample.input_ids)
+    self.model = NumpyDLLMCache(_lm_params(), TEXT, len(self.prompt), settings.refresh, settings.prompt_refresh,
+                                settings.transfer_ratio)
+
+  def logits(self, ids, block_step=None, block_start=None):
+    return self.model(self.table[np.asarray(self.prompt + list(ids))])
+
+
 def _ours(samples, settings, seed=0):
   answers, trace = generate(common.MODEL, common.params(), samples, settings, seed=seed)
   return [list(a) for a in answers], trace
@@ -114,6 +129,34 @@ STALE_CASES = {
     "dual_threshold_cfg": SamplerSettings(gen_length=8, steps=2, block_length=4, cache="dual",
                                           threshold=0.2, cfg_scale=0.5),
 }
+
+
+# Evaluations 0..7: both parts refreshed at 0; the generated part at 3 and 6; the prompt alone at 5.
+# The transfer picks as many positions as a step commits (or more): at least as many values moved,
+# so no exact ties among unchanged ones (cosine 1) decide which are recomputed.
+DLLM_CASES = {
+    "transfer": SamplerSettings(gen_length=16, steps=8, block_length=8, cache="dllm", refresh=3,
+                                prompt_refresh=5, transfer_ratio=0.125),
+    "no_transfer": SamplerSettings(gen_length=12, steps=12, block_length=4, cache="dllm", refresh=3,
+                                   prompt_refresh=5, transfer_ratio=0.0),
+    "threshold_suffix": SamplerSettings(gen_length=8, steps=8, block_length=8, cache="dllm", refresh=4,
+                                        prompt_refresh=3, transfer_ratio=1.0, threshold=0.3, suffix=(9, 8)),
+}
+
+
+@pytest.mark.parametrize("name", list(DLLM_CASES))
+def test_dllm_cache_decode_matches_numpy_restatement(name):
+  settings = dataclasses.replace(DLLM_CASES[name], stop_sequences=())
+  resolved = settings.resolve(common.CONFIG)
+  sample = common.text_sample(PROMPT)
+  ref = reference_decode(DLLMCacheOracle(sample, resolved), resolved)
+  answers, trace = _ours([sample], settings)
+  assert answers[0] == ref.answer
+  assert list(trace.commit_steps[0]) == ref.commit_steps
+  if name == "transfer":  # the cache shows in the tokens: the exact decode and another ratio differ
+    assert _ours([sample], dataclasses.replace(settings, cache="none", refresh=None, prompt_refresh=None,
+                                               transfer_ratio=None))[0] != answers
+    assert _ours([sample], dataclasses.replace(settings, transfer_ratio=1.0))[0] != answers
 
 
 @pytest.mark.parametrize("name", list(STALE_CASES))
@@ -130,12 +173,22 @@ def test_cached_decode_matches_reference_with_stale_keys(name):
       assert _ours([sample], dataclasses.replace(settings, refresh=other))[0] != answers
 
 
-@pytest.mark.parametrize("mode", ["prefix", "dual"])
+# Refreshing every step: every mode's evaluation is a full one. dLLM-Cache also with its transfer path
+# doing all the work: the prompt refreshed every step and every generated position recomputed.
+REFRESH_EVERY_STEP = {
+    "prefix": dict(cache="prefix", refresh=1),
+    "dual": dict(cache="dual", refresh=1),
+    "dllm": dict(cache="dllm", refresh=1, prompt_refresh=1),
+    "dllm_transfer_all": dict(cache="dllm", refresh=1000, prompt_refresh=1, transfer_ratio=1.0),
+}
+
+
+@pytest.mark.parametrize("mode", list(REFRESH_EVERY_STEP))
 def test_refresh_every_step_is_the_exact_decode(mode):
   samples = [common.text_sample(PROMPT), common.video_sample([1, 7, common.IMG, 30], frames=1),
              common.text_sample([1, 50, 51])]
   exact = SamplerSettings(gen_length=12, steps=6, block_length=4, stop_sequences=())
-  cached = dataclasses.replace(exact, cache=mode, refresh=1)
+  cached = dataclasses.replace(exact, **REFRESH_EVERY_STEP[mode])
   want, want_trace = _ours(samples, exact)
   got, got_trace = _ours(samples, cached)
   assert got == want

@@ -8,14 +8,16 @@ import pytest
 
 from lladav_jax.diffusion.generation import generate
 from lladav_jax.diffusion.settings import SamplerSettings
+from lladav_jax.models import LLaDAV, chunked_attention
+from lladav_jax.models.compute import inference_compute
 from tests.diffusion import common
 from tests.diffusion.reference import reference_decode
 
 PROMPT = [1, 7, 30, 31, 32, 9]
 
 
-def ours(sample, settings, seed=0, params=None):
-  answers, trace = generate(common.MODEL, params or common.params(), [sample], settings, seed=[seed])
+def ours(sample, settings, seed=0, params=None, model=common.MODEL):
+  answers, trace = generate(model, params or common.params(), [sample], settings, seed=[seed])
   return list(answers[0]), list(trace.commit_steps[0]), int(trace.num_steps[0]), bool(trace.stopped[0])
 
 
@@ -24,8 +26,8 @@ def reference(sample, settings, seed=0, params=None):
   return reference_decode(oracle, settings.resolve(common.CONFIG), jax.random.key(seed))
 
 
-def assert_same(sample, settings, seed=0, params=None):
-  got, steps, num_steps, _ = ours(sample, settings, seed, params)
+def assert_same(sample, settings, seed=0, params=None, model=common.MODEL):
+  got, steps, num_steps, _ = ours(sample, settings, seed, params, model)
   ref = reference(sample, settings, seed, params)
   assert got == ref.answer
   assert steps == ref.commit_steps
@@ -53,6 +55,17 @@ def test_matches_reference(name):
   ref = assert_same(common.text_sample(PROMPT), CASES[name], seed=3)
   if name == "full_length":  # a meaningful case: not one token repeated
     assert len(set(ref.answer)) > 3
+
+
+@pytest.mark.parametrize("name", ["blocks", "cfg", "threshold"])
+def test_decoding_default_attention_matches_reference(name, monkeypatch):
+  """What generate and eval decode with on CPU ("chunked", in chunks of 8 queries here, the last one
+  padded) against the reference driven by the plain attention."""
+  monkeypatch.setattr(chunked_attention, "QUERY_CHUNK", 8)
+  model = LLaDAV(common.CONFIG, inference_compute("float32"))
+  assert model.compute.attention_impl == ("chunked" if jax.default_backend() == "cpu" else "xla")
+  sample = common.image_sample([1, 7, common.IMG, 30, 9], [(384, 384)])
+  assert_same(sample, CASES[name], seed=3, model=model)
 
 
 def test_matches_reference_with_an_image_prompt():

@@ -17,6 +17,10 @@ from tests.diffusion import common
     (dict(remasking="top_p"), "remasking 'top_p'"),
     (dict(cache="full"), "cache 'full'"),
     (dict(refresh=0), "refresh must be >= 1"),
+    (dict(cache="dual", prompt_refresh=5), "prompt_refresh is a setting of cache 'dllm', not of cache 'dual'"),
+    (dict(transfer_ratio=0.5), "transfer_ratio is a setting of cache 'dllm', not of cache 'none'"),
+    (dict(cache="dllm", prompt_refresh=0), "prompt_refresh must be >= 1"),
+    (dict(cache="dllm", transfer_ratio=1.5), r"transfer_ratio must be in \[0, 1\]"),
     (dict(threshold=0.9, factor=1.0), "threshold and factor are alternatives"),
     (dict(threshold=1.5), r"threshold must be in \(0, 1\]"),
     (dict(temperature=-1.0), "temperature must be >= 0"),
@@ -37,6 +41,9 @@ def test_defaults_and_limits():
   assert SamplerSettings(vocab_limit=3).resolve(common.CONFIG).suppressed_ids == (1, 2)
   assert dataclasses.replace(resolved, vocab_limit=6) == resolved  # resolving is idempotent
   assert resolved.resolve(common.CONFIG) == resolved
+  # dLLM-Cache's unset intervals and ratio are those of upstream LLaDA-V's demo.
+  dllm = SamplerSettings(cache="dllm", refresh=3).resolve(common.CONFIG)
+  assert (dllm.refresh, dllm.prompt_refresh, dllm.transfer_ratio) == (3, 25, 0.25)
 
 
 def test_quota_schedule_is_upstreams():

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lladav_jax.models import blockwise_attention
+from lladav_jax.models import blockwise_attention, chunked_attention
 from lladav_jax.models.attention import dot_product_attention
 from lladav_jax.models.masks import make_attention_mask, visible_keys_mask
 
@@ -60,12 +60,14 @@ def _value_and_grads(impl, mask, q, k, v):
 
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
-  """Blocks of 64 positions: 300 keys make 5 blocks of 64 (with padding), 40 queries one block."""
+  """Blocks of 64 positions: 300 keys make 5 blocks of 64 (with padding), 40 queries one block;
+  query chunks of 64: 300 queries make 5 chunks, the last one padded, 40 queries one chunk."""
   monkeypatch.setattr(blockwise_attention, "BLOCK", 64)
+  monkeypatch.setattr(chunked_attention, "QUERY_CHUNK", 64)
 
 
 # splash cannot express turn ids (test_splash_refuses_turn_ids).
-CASES = ([("blockwise", kind) for kind in _masks()]
+CASES = ([(impl, kind) for impl in ("blockwise", "chunked") for kind in _masks()]
          + [("splash", kind) for kind in _masks() if kind != "dialogue_causal"])
 
 
@@ -83,12 +85,13 @@ def test_matches_the_plain_path(impl, kind):
     assert np.abs(unmasked - want_out).max() > 1e3 * OUT_ATOL
 
 
-def test_blockwise_bfloat16_stays_close_to_float32():
+@pytest.mark.parametrize("impl", ["blockwise", "chunked"])
+def test_bfloat16_stays_close_to_float32(impl):
   mask, query_length = _masks()["padding_packing"]
   q, k, v = _inputs(query_length)
   want_out, want_grads = _value_and_grads("xla", mask, q, k, v)
   half = [x.astype(jnp.bfloat16) for x in (q, k, v)]
-  got_out, got_grads = _value_and_grads("blockwise", mask, *half)
+  got_out, got_grads = _value_and_grads(impl, mask, *half)
   plain_out, plain_grads = _value_and_grads("xla", mask, *half)
   # bfloat16 inputs and probabilities (8 bits of mantissa): the error is the plain path's in bfloat16.
   for got, plain, want in zip([got_out] + got_grads, [plain_out] + plain_grads, [want_out] + want_grads):

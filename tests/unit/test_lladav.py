@@ -160,7 +160,8 @@ def _logits_and_grads(impl, dialogue_causal):
 
 
 @pytest.mark.parametrize("impl,dialogue_causal", [
-    ("blockwise", False), pytest.param("blockwise", True, marks=pytest.mark.slow), ("splash", False)])
+    ("blockwise", False), pytest.param("blockwise", True, marks=pytest.mark.slow), ("chunked", False),
+    ("splash", False)])
 def test_attention_implementations_give_the_plain_logits_and_gradients(impl, dialogue_causal):
   """Both towers (729-token crops without a mask, packed and padded text rows) against "xla"."""
   want_logits, want_grads = _logits_and_grads("xla", dialogue_causal)
