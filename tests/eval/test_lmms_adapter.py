@@ -21,6 +21,8 @@ from lladav_jax.diffusion.generation import generate
 from lladav_jax.diffusion.settings import SamplerSettings
 from lladav_jax.eval import likelihood, runner
 from lladav_jax.images.crops import inference_visuals
+from lladav_jax.models import LLaDAV
+from lladav_jax.models.compute import inference_compute
 from lladav_jax.samples import build_sample
 from tests import tiny
 from tests.eval import common
@@ -264,7 +266,9 @@ def test_loglikelihood_is_upstreams_estimate(lmms_eval, sharp_checkpoint, sharp_
   requests.append(Instance("loglikelihood", ("", "red"), 0, metadata={"task": "t", "doc_id": 0, "repeats": 1}))
   out = model.loglikelihood(requests)
 
-  tiny_model, params, tokenizer = sharp_setup
+  base_model, params, tokenizer = sharp_setup
+  # The adapter computes as decoding does (models.compute.inference_compute); the values are compared exactly.
+  tiny_model = LLaDAV(base_model.config, inference_compute("float32"))
   estimator = likelihood.MonteCarloLoss(tiny_model, params, mc_num=8, batch_size_ppl=4, vocab_limit=len(tokenizer))
   expected = []
   for i, (ctx, target, doc) in enumerate(contexts + [("", "red", None)]):
