@@ -2,7 +2,7 @@
 
 Startup order: the latest complete checkpoint in `workdir`, else `checkpoint.init_from` (anything
 `load_pretrained` reads, an earlier stage's workdir included: params only, fresh optimiser), else a
-random init. Each process feeds its own rows of every global batch from its host-batch iterator (see
+random init (with LoRA, the base from `init_from` gets fresh adapters, train/adapters.py). Each process feeds its own rows of every global batch from its host-batch iterator (see
 host_batches.py), whose state is saved with every checkpoint. SIGTERM saves at the next step
 boundary and stops.
 """
@@ -24,7 +24,7 @@ from lladav_jax.checkpoints.workdir import Checkpointer, describe
 from lladav_jax.models.lladav import LLaDAV
 from lladav_jax.samples import abstract_inputs
 from lladav_jax.tokens import IGNORE_LABEL
-from lladav_jax.train import metrics, optimizer
+from lladav_jax.train import adapters, metrics, optimizer
 from lladav_jax.train.host_batches import HostBatchIterator, open_host_batches
 from lladav_jax.train.state import TrainState, sharded_init, with_params, with_shardings
 from lladav_jax.train.step import LABELS, jit_train_step, make_train_step
@@ -97,6 +97,7 @@ def setup(config: ConfigDict, total_steps: int, devices=None) -> TrainSetup:
                      for k, v in batch_spec(config, model_config, 1, 1).items()}
   step = make_train_step(model, tx, optimizer.trainable_paths(labels), micro_batches=train.micro_batches,
                          mask_eps=train.mask_eps, dialogue_causal=train.dialogue_causal,
+                         complementary_masking=train.complementary_masking,
                          schedule=optimizer.hf_cosine_schedule(
                              config.optim.lr, total_steps,
                              optimizer.warmup_steps(total_steps, config.optim.warmup_ratio)))
@@ -136,6 +137,9 @@ def initial_state(config: ConfigDict, p: TrainSetup, ckpt: Checkpointer,
     return TrainState.from_checkpoint(saved.params, saved.opt_state, saved.progress), f"resumed from step {latest}"
   if config.checkpoint.init_from:
     params = load_init_params(config.checkpoint.init_from, p)
+    if p.model.compute.lora is not None:
+      params = adapters.attach(params, p.abstract_state.params, p.state_shardings.params, p.model.compute.lora,
+                               config.seed)
     return with_params(p.state_shardings, params, p.tx, config.seed), f"params from {config.checkpoint.init_from}"
   return p.init(), "random init"
 
@@ -237,6 +241,9 @@ def train(config: ConfigDict, workdir: str) -> dict[int, dict]:
         break
     if pending is not None:
       report(*pending)
+    if p.model.compute.lora is not None:
+      adapters.save(workdir, state.params, lora=p.model.compute.lora, scan_layers=config.compute.scan_layers,
+                    base=config.checkpoint.init_from, config=model_config)
   finally:
     if hasattr(batches, "close"):  # the pipeline's worker processes
       batches.close()
