@@ -5,7 +5,8 @@ An adapted layer computes y = x W (+ b) + (alpha / rank) * dropout(x) A B, as PE
 B [rank, out] starts at zero, so a fresh adapter leaves the base model's output unchanged. The base
 keeps its names (`kernel`, `bias`), so checkpoints and the key map still fit; the adapter adds
 `lora_a` and `lora_b` beside them, sharded like the kernel's input and output axes. With a quantised
-base `kernel` holds the codes and `kernel_scale` the scales (models/quantization.py). Adapters are
+base `kernel` holds the codes (sharded as the kernel) and `kernel_scale` the scales (split over the
+output axis; models/quantization.py). Adapters are
 float32 whatever the base's dtype. Dropout runs only when the caller passes a "dropout" rng (the
 train step), so generation and evaluation are deterministic.
 """
@@ -108,7 +109,9 @@ class AdaptedDense(nn.Module):
       codes_shape, scale_shape = quantization.stored_shapes(kind, lora.quantization_block, fan_in, self.features)
       codes = self.param("kernel", nn.with_logical_partitioning(nn.initializers.zeros_init(), self.axes),
                          codes_shape, quantization.CODE_DTYPES[kind])
-      scale = self.param("kernel_scale", nn.with_logical_partitioning(nn.initializers.ones_init(), self.axes),
+      # The block axis is short (e.g. 1152 / 64 = 18 for the projector) and need not divide the mesh:
+      # scales are split over the output axis only.
+      scale = self.param("kernel_scale", nn.with_logical_partitioning(nn.initializers.ones_init(), (None, out_axis)),
                          scale_shape, jnp.float32)
       kernel = quantization.dequantize(codes, scale, kind, self.dtype)
     lora_a = self.param("lora_a", nn.with_logical_partitioning(torch_linear_uniform, (in_axis, None)),
