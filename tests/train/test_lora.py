@@ -143,3 +143,18 @@ def test_adapter_leaves_sit_beside_the_kernels_they_adapt(scan):
       assert flat[k[:-1] + ("lora_b",)].shape == kernel.shape[:-2] + (LORA.rank, kernel.shape[-1])
   modules = {k[-2] for k in flat if k[-1] == "lora_a"}
   assert modules == set(LORA.targets) | {"q_proj", "fc2", "linear_1", "linear_2"}
+
+
+def test_dropout_acts_in_training_only():
+  base, inputs = base_and_inputs()
+  config, plan = lora_plan(dropout=0.5)
+  _, plain_plan = lora_plan()
+  host = next(batches_for(config))
+  params = random_b(jax.device_get(lora_state(config, plan, base).params))  # B != 0: dropout shows
+
+  def first_loss(step_plan):  # each step donates its state: a fresh one per plan
+    state = with_params(step_plan.state_shardings, jax.device_put(params), step_plan.tx, config.seed)
+    return float(step_plan.train_step(state, step_inputs(host, dialogue_causal=False))[1]["loss"])
+
+  assert abs(first_loss(plan) - first_loss(plain_plan)) > 1e-4, "dropout changes the training loss"
+  np.testing.assert_array_equal(logits(plan.model, params, inputs), logits(plain_plan.model, params, inputs))
