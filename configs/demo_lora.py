@@ -1,8 +1,8 @@
 """Demo stage 2 with LoRA instead of full fine-tuning: demo stage 1's params frozen, adapters of rank
 16 (alpha 32) on the language tower's seven projections, the projector and the vision tower's
-attention and MLP layers, trained on the same questions for the same 2000 steps. The adapters' rate
-is stage 1's 2e-3 (a fresh adapter needs larger steps than a fine-tuned weight; at stage 2's 1e-3
-they learned more slowly). docs/demo.md has the accuracy next to the full stage 2's.
+attention and MLP layers, trained on the same questions for the same 2000 steps at stage 1's rate,
+2e-3 for every adapter. docs/demo.md has the accuracy next to the full stage 2's, and the settings
+tried.
 
   python -m lladav_jax.train --config configs/demo_lora.py --workdir workdir/demo/lora
 """

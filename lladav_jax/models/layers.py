@@ -10,7 +10,7 @@ from jax.ad_checkpoint import checkpoint_name
 
 from lladav_jax import sharding
 from lladav_jax.models.compute import REMAT_POLICIES
-from lladav_jax.models.lora import LoraConfig, adapted_dense
+from lladav_jax.models.lora import AdaptedDense, LoraConfig
 
 Dtype = jnp.dtype
 
@@ -25,9 +25,9 @@ def dense(features: int, axes: tuple[str, str], *, name: str, use_bias: bool, dt
   With `lora` adapting layer `name` of `tower`, the layer is models.lora.AdaptedDense (same names).
   """
   if lora is not None and lora.adapts(tower, name):
-    return adapted_dense(features, axes, name=name, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-                         kernel_init=kernel_init or nn.initializers.normal(stddev),
-                         bias_init=bias_init or nn.initializers.zeros_init(), lora=lora)
+    return AdaptedDense(features, axes, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+                        kernel_init=kernel_init or nn.initializers.normal(stddev),
+                        bias_init=bias_init or nn.initializers.zeros_init(), lora=lora, name=name)
   dot_general = functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32) if float32_output else None
   return nn.Dense(
       features,

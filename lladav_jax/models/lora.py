@@ -48,6 +48,8 @@ class LoraConfig:
       unknown = sorted(set(values) - set(choices))
       if unknown:
         raise ValueError(f"lora.{name} names unknown layers {unknown}; choices: {choices}")
+    if not (self.targets or self.vision_targets or self.projector):
+      raise ValueError("lora: no layer to adapt (lora.targets, lora.vision_targets and lora.projector are all empty)")
     if not isinstance(self.rank, int) or self.rank < 1:
       raise ValueError(f"lora.rank = {self.rank!r}; a positive integer")
     if not 0.0 <= self.dropout < 1.0:
@@ -114,12 +116,12 @@ class AdaptedDense(nn.Module):
       scale = self.param("kernel_scale", nn.with_logical_partitioning(nn.initializers.ones_init(), (None, out_axis)),
                          scale_shape, jnp.float32)
       kernel = quantization.dequantize(codes, scale, kind, self.dtype)
+    bias = (self.param("bias", nn.with_logical_partitioning(self.bias_init, (out_axis,)), (self.features,),
+                       self.param_dtype) if self.use_bias else None)
     lora_a = self.param("lora_a", nn.with_logical_partitioning(torch_linear_uniform, (in_axis, None)),
                         (fan_in, lora.rank), jnp.float32)
     lora_b = self.param("lora_b", nn.with_logical_partitioning(nn.initializers.zeros_init(), (None, out_axis)),
                         (lora.rank, self.features), jnp.float32)
-    bias = (self.param("bias", nn.with_logical_partitioning(self.bias_init, (out_axis,)), (self.features,),
-                       self.param_dtype) if self.use_bias else None)
     inputs, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     contract = (((inputs.ndim - 1,), (0,)), ((), ()))
     y = jax.lax.dot_general(inputs, kernel, contract)
@@ -131,11 +133,6 @@ class AdaptedDense(nn.Module):
     low = jax.lax.dot_general(adapter_in, lora_a.astype(self.dtype), contract)
     update = jax.lax.dot_general(low, lora_b.astype(self.dtype), contract)
     return y + (update * lora.scaling).astype(y.dtype)
-
-
-def adapted_dense(features: int, axes: tuple[str, str], *, name: str, use_bias: bool, dtype, param_dtype,
-                  kernel_init, bias_init, lora: LoraConfig) -> AdaptedDense:
-  return AdaptedDense(features, axes, use_bias, dtype, param_dtype, kernel_init, bias_init, lora, name=name)
 
 
 def quantize_base(params: dict, lora: LoraConfig) -> dict:

@@ -158,3 +158,14 @@ def test_dropout_acts_in_training_only():
 
   assert abs(first_loss(plan) - first_loss(plain_plan)) > 1e-4, "dropout changes the training loss"
   np.testing.assert_array_equal(logits(plan.model, params, inputs), logits(plain_plan.model, params, inputs))
+
+
+@pytest.mark.parametrize("fields,message", [
+    (dict(targets=()), "no layer to adapt"),
+    (dict(targets=("qkv_proj",)), r"lora.targets names unknown layers \['qkv_proj'\]"),
+    (dict(rank=0), "lora.rank = 0"),
+    (dict(base_quantization="int4"), "lora.base_quantization = 'int4'"),
+])
+def test_settings_that_cannot_work_are_refused_by_name(fields, message):
+  with pytest.raises(ValueError, match=message):
+    LoraConfig(**fields)
