@@ -2,9 +2,10 @@
 
 Startup order: the latest complete checkpoint in `workdir`, else `checkpoint.init_from` (anything
 `load_pretrained` reads, an earlier stage's workdir included: params only, fresh optimiser), else a
-random init (with LoRA, the base from `init_from` gets fresh adapters, train/adapters.py). Each process feeds its own rows of every global batch from its host-batch iterator (see
-host_batches.py), whose state is saved with every checkpoint. SIGTERM saves at the next step
-boundary and stops.
+random init (with LoRA, the base from `init_from` gets fresh adapters, train/adapters.py, and the
+adapters alone are written to WORKDIR/adapters at the end). Each process feeds its own rows of every
+global batch from its host-batch iterator (see host_batches.py), whose state is saved with every
+checkpoint. SIGTERM saves at the next step boundary and stops.
 """
 
 import dataclasses
