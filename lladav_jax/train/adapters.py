@@ -37,14 +37,20 @@ def fresh_adapters(abstract_params: Any, seed: int) -> dict[tuple[str, ...], jax
 
 
 def attach(base: Any, abstract_params: Any, param_shardings: Any, lora: LoraConfig, seed: int) -> Any:
-  """The run's params from a float base (the model's params without adapters), in their shardings."""
+  """The run's params from a float base (the model's params without adapters), in their shardings
+  (`param_shardings`: the run's, or None to let jit choose). The base is donated: it is laid out as
+  its leaves are in the run (moved there first if it is not), so each float leaf kept can reuse its buffer."""
 
   def build(base):
     flat = quantize_base(traverse_util.flatten_dict(base), lora)
     flat.update(fresh_adapters(abstract_params, seed))
     return traverse_util.unflatten_dict(flat)
 
-  return jax.jit(build, out_shardings=param_shardings, donate_argnums=0)(base)
+  in_shardings = None
+  if param_shardings is not None:
+    run_shardings = traverse_util.flatten_dict(param_shardings)
+    in_shardings = (traverse_util.unflatten_dict({p: run_shardings[p] for p in traverse_util.flatten_dict(base)}),)
+  return jax.jit(build, in_shardings=in_shardings, out_shardings=param_shardings, donate_argnums=0)(base)
 
 
 def adapter_leaves(params: Any) -> dict[tuple[str, ...], jax.Array]:
