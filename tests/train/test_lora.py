@@ -145,6 +145,7 @@ def test_adapter_leaves_sit_beside_the_kernels_they_adapt(scan):
   assert modules == set(LORA.targets) | {"q_proj", "fc2", "linear_1", "linear_2"}
 
 
+@pytest.mark.slow  # two more plans compiled
 def test_dropout_acts_in_training_only():
   base, inputs = base_and_inputs()
   config, plan = lora_plan(dropout=0.5)
