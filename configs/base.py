@@ -12,6 +12,7 @@ from lladav_jax.data.config import data_section
 from lladav_jax.diffusion.loss import MASK_EPS
 from lladav_jax.model_config import LLaDAVConfig
 from lladav_jax.models.compute import ComputeConfig
+from lladav_jax.models.lora import LoraConfig
 
 
 def get_config() -> ConfigDict:
@@ -42,6 +43,9 @@ def get_config() -> ConfigDict:
       num_epochs=1,
       mask_eps=MASK_EPS,  # p = (1 - eps) t + eps
       dialogue_causal=False,  # upstream --use_conversation_mask: turn-causal attention
+      # LaViDa's complementary masking: each sample is also trained on the complement of its mask
+      # (a second view with p -> 1 - p), so every response token is supervised once per step.
+      complementary_masking=False,
       max_consecutive_skips=10,  # abort after this many non-finite steps in a row
       log_every=1,  # steps between metric writes
       peak_flops_per_device=0.0,  # for MFU; 0 = from the device kind (unknown kinds: no MFU)
@@ -63,6 +67,9 @@ def get_config() -> ConfigDict:
       max_grad_norm=1.0,
       warmup_ratio=0.03,  # cosine schedule with linear warmup over ceil(ratio * steps)
   ))
+  # LoRA / QLoRA (lladav_jax/models/lora.py, all LoraConfig's fields): with `enabled` only the adapters
+  # train (those in optim.trainable's components); the base is frozen, quantised with base_quantization.
+  config.lora = run_config.lora_section(LoraConfig())
   config.checkpoint = ConfigDict(dict(
       every_steps=1000,
       keep=1,  # checkpoints kept in the workdir

@@ -17,6 +17,7 @@ import sys
 from typing import Sequence
 
 from lladav_jax import cli, trace_render
+from lladav_jax.checkpoints.adapters import check_adapters, load_adapters
 from lladav_jax.checkpoints.pretrained import CheckpointError, load_config, load_pretrained
 from lladav_jax.convert.problems import ConversionError
 from lladav_jax.data.prompts import THINK_TAGS, build_chat_prompt
@@ -41,6 +42,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                  help="converted checkpoint, LLaDA-V Hugging Face directory or training workdir")
   p.add_argument("--tokenizer", help="tokenizer directory (default: the checkpoint's tokenizer/ or the "
                  "checkpoint directory itself)")
+  p.add_argument("--adapter", help="a LoRA run's adapters directory (WORKDIR/adapters), applied over the checkpoint")
   p.add_argument("--image", action="append", default=[], help="image file (repeatable)")
   p.add_argument("--video", help="video file (instead of images); frames read as upstream's evaluation reads them")
   p.add_argument("--prompt", help="the question (without --chat: required)")
@@ -95,8 +97,13 @@ class Session:
     self.messages: list[Message] = []
     self.turns = 0
     dtype = cli.default_dtype(args.dtype)
-    self.model = LLaDAV(self.config, inference_compute(dtype))
-    self.params = {"params": load_pretrained(args.checkpoint).params}
+    compute = inference_compute(dtype)
+    lora = check_adapters(args.adapter, self.config, compute) if args.adapter else None
+    params = load_pretrained(args.checkpoint).params
+    if lora is not None:
+      compute, params = load_adapters(args.adapter, lora, compute, params)
+    self.model = LLaDAV(self.config, compute)
+    self.params = {"params": params}
 
   def ask(self, question: str) -> str:
     if not self.messages and self.visuals and IMAGE_TEXT not in question:

@@ -1,8 +1,9 @@
 """Where an ml-collections run config meets the modules' frozen configs, both ways.
 
-`model_section` / `compute_section` write a dataclass's fields and values as a config section (so
-configs/base.py declares none of them again); `model_config` / `compute_config` read them back,
-validated by the dataclasses. `load_config_file` loads a configs/*.py file by path, as `--config` does.
+`model_section` / `compute_section` / `lora_section` write a dataclass's fields and values as a config
+section (so configs/base.py declares none of them again); `model_config` / `compute_config` read them
+back, validated by the dataclasses (the compute config carries the `lora` section's adapters when
+`lora.enabled`). `load_config_file` loads a configs/*.py file by path, as `--config` does.
 """
 
 import dataclasses
@@ -17,6 +18,7 @@ from ml_collections import ConfigDict, config_dict
 from lladav_jax.model_config import (LLaDAConfig, LLaDAVConfig, ProjectorConfig, SiglipConfig, grid_pinpoints_range,
                                      parse_grid_pinpoints)
 from lladav_jax.models.compute import ComputeConfig
+from lladav_jax.models.lora import LoraConfig
 from lladav_jax.tokens import TokenIds
 
 
@@ -54,7 +56,16 @@ def model_section(model: LLaDAVConfig) -> ConfigDict:
 
 
 def compute_section(compute: ComputeConfig) -> ConfigDict:
-  return dataclass_section(compute)
+  section = dataclass_section(compute)
+  del section["lora"]  # its own section, `lora`
+  return section
+
+
+def lora_section(lora: LoraConfig) -> ConfigDict:
+  """`config.lora`: `enabled` and the LoraConfig's fields."""
+  section = dataclass_section(lora)
+  section.enabled = False
+  return section
 
 
 def model_config(config: ConfigDict) -> LLaDAVConfig:
@@ -68,8 +79,13 @@ def model_config(config: ConfigDict) -> LLaDAVConfig:
   return LLaDAVConfig(text=text, vision=vision, projector=projector, tokens=tokens, **fields)
 
 
+def lora_config(config: ConfigDict) -> LoraConfig | None:
+  fields = config.lora.to_dict()
+  return LoraConfig(**fields) if fields.pop("enabled") else None
+
+
 def compute_config(config: ConfigDict) -> ComputeConfig:
-  return ComputeConfig(**config.compute.to_dict())
+  return ComputeConfig(**config.compute.to_dict(), lora=lora_config(config))
 
 
 def config_package_root(path: str) -> str | None:

@@ -2,6 +2,7 @@
 
   python tools/plan.py --devices 64 [--config configs/stage2_si.py --seq_len 8192 --crops 10
                         --micro_batches 4 --mesh data=1,fsdp=64,tensor=1 --attention xla --loss_chunk 0]
+  python tools/plan.py --devices 8 --config configs/qlora.py     # LoRA / QLoRA on one 8-chip host
 
 N CPU devices stand in for accelerators (XLA_FLAGS=--xla_force_host_platform_device_count=N): the
 step is lowered on abstract inputs (nothing is allocated) and compiled with XLA's SPMD partitioner,
@@ -46,7 +47,10 @@ def main():
   import jax
   import numpy as np
 
+  from flax import traverse_util
+
   from lladav_jax import cli, run_config
+  from lladav_jax.models.lora import is_adapter
   from lladav_jax.train import loop, metrics
   from lladav_jax.train.state import with_shardings
 
@@ -72,6 +76,8 @@ def main():
   setup = loop.setup(config, total_steps=1000)
   shardings = setup.state_shardings
 
+  gib = 2 ** 30
+
   def per_device_bytes(tree, tree_shardings):
     total = 0
     for leaf, sharding in zip(jax.tree.leaves(tree), jax.tree.leaves(tree_shardings)):
@@ -80,6 +86,10 @@ def main():
 
   abstract = setup.abstract_state
   params_bytes = per_device_bytes(abstract.params, shardings.params)
+  flat_params = traverse_util.flatten_dict(abstract.params)
+  flat_shardings = traverse_util.flatten_dict(shardings.params)
+  adapter_paths = [p for p in flat_params if is_adapter(p)]
+  adapter_bytes = per_device_bytes([flat_params[p] for p in adapter_paths], [flat_shardings[p] for p in adapter_paths])
   opt_bytes = per_device_bytes(abstract.opt_state, shardings.opt_state)
   spec = loop.batch_spec(config, model_config, args.seq_len, args.crops)
   batch_in = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=setup.batch_shardings[k]) for k, v in spec.items()}
@@ -92,7 +102,6 @@ def main():
   analytic = metrics.step_flops(model_config, batch, args.seq_len, args.crops, config.optim.trainable)
   batch_bytes = per_device_bytes(list(spec.values()), [setup.batch_shardings[k] for k in spec])
 
-  gib = 2 ** 30
   mesh = dict(setup.mesh.shape)
   print(f"config {args.config}: {sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params)) / 1e9:.2f}B "
         f"params ({config.compute.param_dtype} master, {config.compute.dtype} compute, remat "
@@ -102,6 +111,12 @@ def main():
         f"{args.crops} crops per row, {config.train.micro_batches} micro-batches "
         f"({batch // config.train.micro_batches // max(1, args.devices // mesh['tensor'])} rows per device each)")
   print(f"compile: {seconds:.0f} s")
+  if adapter_paths:
+    lora = setup.model.compute.lora
+    print(f"LoRA rank {lora.rank} on {len(adapter_paths) // 2} layer groups, base {lora.base_quantization} "
+          f"(block {lora.quantization_block}): "
+          f"{sum(int(np.prod(flat_params[p].shape)) for p in adapter_paths) / 1e6:.1f}M adapter params, "
+          f"{adapter_bytes / gib:.3f} GiB of the params per device; base {(params_bytes - adapter_bytes) / gib:.2f} GiB")
   print(f"per device: params {params_bytes / gib:.2f} GiB, optimiser state {opt_bytes / gib:.2f} GiB, "
         f"batch {batch_bytes / gib:.2f} GiB, temporaries (activations, gradients, workspace) "
         f"{memory.temp_size_in_bytes / gib:.2f} GiB")

@@ -1,4 +1,4 @@
-"""`python -m tools.convert_weights {import,assemble,export} ...` (or `lladav-convert`, or
+"""`python -m tools.convert_weights {import,assemble,export,export-peft} ...` (or `lladav-convert`, or
 `python -m lladav_jax.convert`): see docs/convert.md.
 
 Exit status 0 on success, 1 when the inputs have problems (all listed on stderr; nothing written).
@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from lladav_jax import cli
-from lladav_jax.convert import operations
+from lladav_jax.convert import operations, peft_export
 from lladav_jax.convert.problems import ConversionError
 from lladav_jax.convert.safetensors_stream import parse_size
 
@@ -55,7 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--tokenizer", help="directory whose tokenizer files to copy along "
                                      "(default: the checkpoint's tokenizer/)")
   p.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard, e.g. 5GB or 500MB")
+  p.add_argument("--adapter", help="a LoRA run's adapters directory (WORKDIR/adapters) to merge into the kernels")
   _common(p, scan=False)
+
+  p = commands.add_parser("export-peft", help="a LoRA run's adapters -> PEFT's adapter layout")
+  p.add_argument("src", help="an adapters directory (WORKDIR/adapters)")
+  p.add_argument("out", help="new output directory")
+  p.set_defaults(dry_run=False, quiet=True)
   return parser
 
 
@@ -74,8 +80,10 @@ def run(argv: list[str] | None = None) -> int:
                                 lladav_config=args.lladav_config, seed=args.seed,
                                 dtype=args.dtype, scan=args.scan, vision_tower_name=args.vision_tower_name,
                                 dry_run=args.dry_run, progress=progress)
+    elif args.command == "export-peft":
+      result = operations.Result(args.out, peft_export.export_peft(args.src, args.out), 0.0)
     else:
-      result = operations.export(args.src, args.out, tokenizer=args.tokenizer, dtype=args.dtype,
+      result = operations.export(args.src, args.out, tokenizer=args.tokenizer, dtype=args.dtype, adapter=args.adapter,
                               max_shard_bytes=parse_size(args.max_shard_size), dry_run=args.dry_run,
                               progress=progress)
   except ConversionError as e:

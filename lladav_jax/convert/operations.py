@@ -4,7 +4,7 @@
 - `assemble`: LLaDA-8B (either layout) + SigLIP -> a stage-1 initialisation (projector and
   image-newline freshly initialised from a seed, as upstream does before stage 1); with a stage-1
   projector (upstream's mm_projector.bin) -> a stage-2 initialisation.
-- `export`: our checkpoint -> the LLaDA-V Hugging Face layout.
+- `export`: our checkpoint -> the LLaDA-V Hugging Face layout (with `adapter`: LoRA adapters merged in).
 
 Each validates everything first (raising one ConversionError that lists every problem), then
 streams one leaf (or one stacked layer group) at a time into a staging directory that is renamed
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from lladav_jax.convert import checkpoint_dir, key_map, layouts, orbax_io, report
+from lladav_jax.convert import adapter_dir, checkpoint_dir, key_map, layouts, orbax_io, peft_export, report
 from lladav_jax.convert.conversion_plan import (ConversionPlan, Leaf, build_conversion_plan, model_shapes,
                                                 stored_tree_problems)
 from lladav_jax.convert.problems import ConversionError
@@ -238,10 +238,26 @@ def _export_specs(config: LLaDAVConfig, scan: bool, stored: dict, dtype) -> tupl
   return entries, specs
 
 
-def export(src, out=None, *, tokenizer=None, dtype: str | None = None,
+def _merged_adapters(adapter, config: LLaDAVConfig, scan: bool) -> tuple[dict, float]:
+  """(adapter leaves, scaling) of an adapters directory that fits the checkpoint being exported."""
+  try:
+    info = adapter_dir.read_info(adapter)
+  except ValueError as e:
+    raise ConversionError("export --adapter", [str(e)]) from None
+  problems = adapter_dir.fit_problems(adapter, adapter_dir.expected_shapes(info, config, scan))
+  if info.scan_layers != scan:
+    problems.insert(0, f"{adapter}: layers {'stacked' if info.scan_layers else 'unstacked'}, the checkpoint's "
+                       f"{'stacked' if scan else 'unstacked'}")
+  if problems:
+    raise ConversionError(f"export --adapter: {adapter} does not fit the checkpoint", problems)
+  return adapter_dir.read_all(adapter), info.lora.scaling
+
+
+def export(src, out=None, *, tokenizer=None, dtype: str | None = None, adapter=None,
            max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, dry_run: bool = False, progress: bool = True) -> Result:
   """Our checkpoint -> the LLaDA-V Hugging Face layout (safetensors shards, index, config.json,
-  tokenizer files from `tokenizer` or from the checkpoint's own tokenizer/ directory)."""
+  tokenizer files from `tokenizer` or from the checkpoint's own tokenizer/ directory). With
+  `adapter` (an adapters directory), each adapted kernel is written merged: W + (alpha / rank) A B."""
   start = time.monotonic()
   src = pathlib.Path(src)
   info = checkpoint_dir.read_info(src)
@@ -251,6 +267,7 @@ def export(src, out=None, *, tokenizer=None, dtype: str | None = None,
   cast = _dtype(dtype)
   stored = orbax_io.metadata(src / checkpoint_dir.PARAMS_DIR)
   entries, specs = _export_specs(config, scan, stored, cast)
+  adapters, scaling = _merged_adapters(adapter, config, scan) if adapter else ({}, 0.0)
   tokenizer_dir = pathlib.Path(tokenizer) if tokenizer else src / checkpoint_dir.TOKENIZER_DIR
   if tokenizer and not checkpoint_dir.tokenizer_files(tokenizer_dir):
     raise ConversionError("export", [f"{tokenizer_dir}: no tokenizer files "
@@ -266,6 +283,7 @@ def export(src, out=None, *, tokenizer=None, dtype: str | None = None,
   def tensors():
     for entry in entries:
       leaf = orbax_io.read_leaf(src / checkpoint_dir.PARAMS_DIR, entry.path)
+      leaf = peft_export.merge(entry.path, leaf, adapters, scaling)
       if cast is not None:
         leaf = leaf.astype(cast)
       bar.advance(leaf.nbytes, "/".join(entry.path))

@@ -6,6 +6,7 @@ import json
 import os
 from typing import Sequence
 
+from lladav_jax.checkpoints.adapters import check_adapters, load_adapters
 from lladav_jax.checkpoints.pretrained import load_pretrained
 from lladav_jax.data.prompts import build_prompt
 from lladav_jax.data.tokenizer import Tokenizer
@@ -46,11 +47,15 @@ def sampler_settings(tokenizer: Tokenizer, eot_id: int) -> SamplerSettings:
 
 
 def evaluate(checkpoint: str, records_file: str, image_folder: str, *, system_prompt: str | None = None,
-             limit: int | None = None, batch_size: int = 64, dtype: str = "float32") -> list[Prediction]:
+             limit: int | None = None, batch_size: int = 64, dtype: str = "float32",
+             adapter: str | None = None) -> list[Prediction]:
   """Answers every record of `records_file` (LLaVA JSON with a `question_type` field), with weights
-  and activations in `dtype`."""
+  and activations in `dtype`; `adapter`: a LoRA run's adapters over `checkpoint`."""
   config, params = load_pretrained(checkpoint, dtype=dtype)
-  model = LLaDAV(config, inference_compute(dtype))
+  compute = inference_compute(dtype)
+  if adapter:
+    compute, params = load_adapters(adapter, check_adapters(adapter, config, compute), compute, params)
+  model = LLaDAV(config, compute)
   tokenizer = Tokenizer.from_dir(os.path.join(checkpoint, "tokenizer"))
   tokenizer.check_token_ids(config.tokens)
   with open(records_file) as f:

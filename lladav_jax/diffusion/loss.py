@@ -16,6 +16,12 @@ supervised token that already is [MASK] in the data counts as masked whatever th
 does the same. [MASK] replaces the token id before embedding, which equals upstream's replacement
 of the embedding because supervised positions are never image positions.
 
+Complementary masking (LaViDa): each sample is seen a second time with the complement of its mask,
+the supervised tokens the first view left clean, masked with probability 1 - p (`complement`).
+Each view weights its masked tokens by one over their own masking probability, 1 / p and 1 / (1 - p),
+so each is an unbiased estimate of the same objective, and the two are averaged (every sample counts
+twice in the denominator). With it p is drawn in [eps, 1 - eps] so neither view's weight exceeds 1 / eps.
+
 The loss is returned as (numerator, number of samples) so that gradient accumulation can add
 numerators over micro-batches and divide once: the result cannot depend on the split.
 
@@ -59,22 +65,31 @@ def num_samples(segment_ids: jax.Array) -> jax.Array:
 
 
 def corrupt(rng: jax.Array, input_ids: jax.Array, labels: jax.Array, segment_ids: jax.Array, *,
-            mask_id: int, eps: float = MASK_EPS) -> tuple[jax.Array, Corruption]:
-  """Draws t per sample and masks supervised tokens with probability p = (1 - eps) t + eps.
+            mask_id: int, eps: float = MASK_EPS, max_p: float = 1.0) -> tuple[jax.Array, Corruption]:
+  """Draws t per sample and masks supervised tokens with probability p = (max_p - eps) t + eps.
 
   input_ids, labels, segment_ids: int32 [B, L]. Returns the noisy ids (masked tokens -> mask_id)
   and the Corruption. A sample's t is the draw at its segment index, so packed samples get their
-  own t, and one sample per row gets one t per row as upstream.
+  own t, and one sample per row gets one t per row as upstream (max_p = 1: p = (1 - eps) t + eps).
   """
   b, length = input_ids.shape
   t_key, mask_key = jax.random.split(rng)
   t_table = jax.random.uniform(t_key, (b, length), jnp.float32)
   t = jnp.take_along_axis(t_table, jnp.clip(segment_ids - 1, 0, length - 1), axis=1)
-  p_mask = (1.0 - eps) * t + eps
+  p_mask = (max_p - eps) * t + eps
   draw = jax.random.uniform(mask_key, (b, length), jnp.float32)
   masked = ((draw < p_mask) | (input_ids == mask_id)) & supervised_mask(labels, segment_ids)
   noisy_ids = jnp.where(masked, jnp.asarray(mask_id, input_ids.dtype), input_ids)
   return noisy_ids, Corruption(masked=masked, p_mask=p_mask)
+
+
+def complement(input_ids: jax.Array, labels: jax.Array, segment_ids: jax.Array, corruption: Corruption, *,
+               mask_id: int) -> tuple[jax.Array, Corruption]:
+  """The second view of complementary masking: the supervised tokens that `corruption` left clean
+  are masked (with probability 1 - p), the ones it masked are shown. Returns (noisy ids, Corruption)."""
+  masked = supervised_mask(labels, segment_ids) & ~corruption.masked
+  noisy_ids = jnp.where(masked, jnp.asarray(mask_id, input_ids.dtype), input_ids)
+  return noisy_ids, Corruption(masked=masked, p_mask=1.0 - corruption.p_mask)
 
 
 def tokens_per_sample(weights: jax.Array, segment_ids: jax.Array) -> jax.Array:

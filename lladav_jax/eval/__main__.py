@@ -26,6 +26,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--output", help="output directory (default: eval_results/<task>)")
   p.add_argument("--overwrite", action="store_true", help="start over instead of resuming OUT")
   p.add_argument("--tokenizer", help="tokenizer directory (default: the checkpoint's)")
+  p.add_argument("--adapter", help="a LoRA run's adapters directory (WORKDIR/adapters), applied over the checkpoint")
   p.add_argument("--batch-size", type=int, default=16, help="global batch size (rows per decode)")
   p.add_argument("--limit", type=int, help="evaluate only the first N rows")
   cli.add_decoding_flags(p.add_argument_group("decoding"), defaults="the task's LLaDA-V setting")
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> dict:
   """Everything a flag names is checked before the weights are read or anything is written."""
   import jax
   from lladav_jax import sharding
+  from lladav_jax.checkpoints.adapters import check_adapters, load_adapters
   from lladav_jax.checkpoints.pretrained import load_config, load_pretrained
   from lladav_jax.eval.evaluation import evaluate, load_task_records
   from lladav_jax.eval.readers import DataError
@@ -104,8 +106,12 @@ def run(args: argparse.Namespace) -> dict:
   think = cli.think_mode(args, decoding.think)
   output = args.output or os.path.join("eval_results", task.name)
   dtype = cli.default_dtype(args.dtype)
+  compute = inference_compute(dtype)
+  lora = check_adapters(args.adapter, config, compute) if args.adapter else None
   _, params = load_pretrained(args.checkpoint, mesh=mesh, rules=rules, dtype=dtype)
-  model = LLaDAV(config, inference_compute(dtype))
+  if lora is not None:
+    compute, params = load_adapters(args.adapter, lora, compute, params)
+  model = LLaDAV(config, compute)
   if jax.process_index() == 0:
     print(f"{task.name}: {len(records)} records from {', '.join(args.data)}"
           + (f" ({len(failures)} unusable rows)" if failures else "") + f"; results in {output}", file=sys.stderr)

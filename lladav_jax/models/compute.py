@@ -9,6 +9,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from lladav_jax.models.lora import LoraConfig
+
 # Remat policies by name. "minimal" keeps matmul outputs without batch dims (weights-stationary),
 # "save_attention" keeps the tagged projections and attention output (see models/llada.py).
 REMAT_POLICIES: dict[str, Callable | None] = {
@@ -28,8 +30,8 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 @dataclasses.dataclass(frozen=True)
 class ComputeConfig:
-  """Activation and parameter dtypes, whether layers are one `nn.scan`, remat, attention and how the
-  training loss applies the LM head."""
+  """Activation and parameter dtypes, whether layers are one `nn.scan`, remat, attention, how the
+  training loss applies the LM head, and the LoRA adapters."""
 
   dtype: str = "float32"  # activations
   param_dtype: str = "float32"
@@ -39,6 +41,8 @@ class ComputeConfig:
   # Positions per chunk when the training loss runs the LM head and the cross-entropy chunk by chunk
   # (lladav_jax/diffusion/loss.py), so that [B, L, vocab] float32 logits never exist; 0: full logits.
   loss_chunk: int = 0
+  # Adapters on the towers' linear layers over a frozen (possibly quantised) base; None: none (models/lora.py).
+  lora: LoraConfig | None = None
 
   def __post_init__(self):
     for name, value, choices in (("dtype", self.dtype, DTYPES),

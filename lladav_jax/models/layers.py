@@ -10,18 +10,24 @@ from jax.ad_checkpoint import checkpoint_name
 
 from lladav_jax import sharding
 from lladav_jax.models.compute import REMAT_POLICIES
+from lladav_jax.models.lora import AdaptedDense, LoraConfig
 
 Dtype = jnp.dtype
 
 
 def dense(features: int, axes: tuple[str, str], *, name: str, use_bias: bool, dtype: Dtype,
           param_dtype: Dtype, stddev: float = 0.02, kernel_init=None, bias_init=None,
-          float32_output: bool = False) -> nn.Dense:
+          float32_output: bool = False, lora: LoraConfig | None = None, tower: str = "") -> nn.Module:
   """A Dense layer whose kernel [in, out] and bias [out] carry logical axis names.
 
   Default init: kernel normal(stddev) (LLaMA's), bias zeros; pass initializers to change them.
   `float32_output`: the matmul accumulates and returns float32 whatever `dtype` its inputs have.
+  With `lora` adapting layer `name` of `tower`, the layer is models.lora.AdaptedDense (same names).
   """
+  if lora is not None and lora.adapts(tower, name):
+    return AdaptedDense(features, axes, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+                        kernel_init=kernel_init or nn.initializers.normal(stddev),
+                        bias_init=bias_init or nn.initializers.zeros_init(), lora=lora, name=name)
   dot_general = functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32) if float32_output else None
   return nn.Dense(
       features,
@@ -126,7 +132,7 @@ def stack_layers(block_cls: type[nn.Module], *, num_layers: int, scan: bool, rem
     scanned = nn.scan(
         block_cls,
         variable_axes={"params": 0},
-        split_rngs={"params": True},
+        split_rngs={"params": True, "dropout": True},
         in_axes=(nn.broadcast,) * broadcast_args + (0,) * per_layer_args,
         length=num_layers,
         metadata_params={nn.PARTITION_NAME: sharding.LAYERS},

@@ -49,7 +49,8 @@ class LLaDAAttention(nn.Module):
     cfg, dtype, pdt = self.config, self.compute.activation_dtype, self.compute.weight_dtype
     b, length, _ = x.shape
     heads, kv_heads, head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-    kw = dict(use_bias=False, dtype=dtype, param_dtype=pdt, stddev=cfg.initializer_range)
+    kw = dict(use_bias=False, dtype=dtype, param_dtype=pdt, stddev=cfg.initializer_range, lora=self.compute.lora,
+              tower="language")
     q = layers.dense(heads * head_dim, (sharding.EMBED, sharding.HEADS), name="q_proj", **kw)(x)
     k = layers.dense(kv_heads * head_dim, (sharding.EMBED, sharding.KV_HEADS), name="k_proj", **kw)(x)
     v = layers.dense(kv_heads * head_dim, (sharding.EMBED, sharding.KV_HEADS), name="v_proj", **kw)(x)
@@ -75,7 +76,8 @@ class LLaDAMLP(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     cfg, dtype, pdt = self.config, self.compute.activation_dtype, self.compute.weight_dtype
-    kw = dict(use_bias=False, dtype=dtype, param_dtype=pdt, stddev=cfg.initializer_range)
+    kw = dict(use_bias=False, dtype=dtype, param_dtype=pdt, stddev=cfg.initializer_range, lora=self.compute.lora,
+              tower="language")
     gate = layers.dense(cfg.intermediate_size, (sharding.EMBED, sharding.MLP), name="gate_proj", **kw)(x)
     up = layers.dense(cfg.intermediate_size, (sharding.EMBED, sharding.MLP), name="up_proj", **kw)(x)
     hidden = layers.constrain(nn.silu(gate) * up, (sharding.ACT_BATCH, sharding.ACT_LENGTH, sharding.ACT_MLP))

@@ -19,7 +19,8 @@ class Projector(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     cfg, dtype, pdt = self.config, self.compute.activation_dtype, self.compute.weight_dtype
-    kw = dict(use_bias=True, dtype=dtype, param_dtype=pdt, kernel_init=layers.TORCH_LINEAR_KERNEL_INIT)
+    kw = dict(use_bias=True, dtype=dtype, param_dtype=pdt, kernel_init=layers.TORCH_LINEAR_KERNEL_INIT,
+              lora=self.compute.lora, tower="projector")
     # Megatron-style: the first layer splits its outputs, the next ones their inputs.
     first_out = sharding.MLP if cfg.depth > 1 else sharding.EMBED
     x = layers.dense(cfg.out_features, (sharding.EMBED_VISION, first_out), name="linear_1",

@@ -57,7 +57,8 @@ class SiglipAttention(nn.Module):
     cfg, dtype, pdt = self.config, self.compute.activation_dtype, self.compute.weight_dtype
     n, length, width = x.shape
     heads = cfg.num_attention_heads
-    kw = dict(use_bias=True, dtype=dtype, param_dtype=pdt, kernel_init=_XAVIER)
+    kw = dict(use_bias=True, dtype=dtype, param_dtype=pdt, kernel_init=_XAVIER, lora=self.compute.lora,
+              tower="vision")
     split = lambda t: layers.constrain(t.reshape(n, length, heads, width // heads),
                                   (sharding.ACT_BATCH, sharding.ACT_LENGTH, sharding.ACT_HEADS, sharding.ACT_KV))
     q = split(layers.dense(width, (sharding.EMBED, sharding.HEADS), name="q_proj", **kw)(x))
@@ -74,7 +75,8 @@ class SiglipMLP(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     cfg, dtype, pdt = self.config, self.compute.activation_dtype, self.compute.weight_dtype
-    kw = dict(use_bias=True, dtype=dtype, param_dtype=pdt, kernel_init=_XAVIER)
+    kw = dict(use_bias=True, dtype=dtype, param_dtype=pdt, kernel_init=_XAVIER, lora=self.compute.lora,
+              tower="vision")
     h = layers.dense(cfg.intermediate_size, (sharding.EMBED, sharding.MLP), name="fc1", **kw)(x)
     h = layers.constrain(nn.gelu(h, approximate=True), (sharding.ACT_BATCH, sharding.ACT_LENGTH, sharding.ACT_MLP))
     return layers.dense(cfg.hidden_size, (sharding.MLP, sharding.EMBED), name="fc2", **kw)(h)

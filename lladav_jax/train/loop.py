@@ -2,9 +2,10 @@
 
 Startup order: the latest complete checkpoint in `workdir`, else `checkpoint.init_from` (anything
 `load_pretrained` reads, an earlier stage's workdir included: params only, fresh optimiser), else a
-random init. Each process feeds its own rows of every global batch from its host-batch iterator (see
-host_batches.py), whose state is saved with every checkpoint. SIGTERM saves at the next step
-boundary and stops.
+random init (with LoRA, the base from `init_from` gets fresh adapters, train/adapters.py, and the
+adapters alone are written to WORKDIR/adapters at the end). Each process feeds its own rows of every
+global batch from its host-batch iterator (see host_batches.py), whose state is saved with every
+checkpoint. SIGTERM saves at the next step boundary and stops.
 """
 
 import dataclasses
@@ -26,7 +27,7 @@ from lladav_jax.data.rejects import REASONS
 from lladav_jax.models.lladav import LLaDAV
 from lladav_jax.samples import abstract_inputs
 from lladav_jax.tokens import IGNORE_LABEL
-from lladav_jax.train import metrics, optimizer, preflight
+from lladav_jax.train import adapters, metrics, optimizer, preflight
 from lladav_jax.train.host_batches import REJECTS_DIR, HostBatchIterator, open_host_batches
 from lladav_jax.train.state import TrainState, sharded_init, with_params, with_shardings
 from lladav_jax.train.step import LABELS, jit_train_step, make_train_step
@@ -86,6 +87,7 @@ def setup(config: ConfigDict, total_steps: int, devices=None, model_config=None)
                      for k, v in batch_spec(config, model_config, 1, 1).items()}
   step = make_train_step(model, tx, optimizer.trainable_paths(labels), micro_batches=train.micro_batches,
                          mask_eps=train.mask_eps, dialogue_causal=train.dialogue_causal,
+                         complementary_masking=train.complementary_masking,
                          schedule=optimizer.hf_cosine_schedule(
                              config.optim.lr, total_steps,
                              optimizer.warmup_steps(total_steps, config.optim.warmup_ratio)))
@@ -115,6 +117,9 @@ def initial_state(config: ConfigDict, p: TrainSetup, ckpt: Checkpointer,
     return TrainState.from_checkpoint(saved.params, saved.opt_state, saved.progress), f"resuming from step {latest}"
   if config.checkpoint.init_from:
     params = load_init_params(config.checkpoint.init_from, p)
+    if p.model.compute.lora is not None:
+      params = adapters.attach(params, p.abstract_state.params, p.state_shardings.params, p.model.compute.lora,
+                               config.seed)
     return with_params(p.state_shardings, params, p.tx, config.seed), f"params from {config.checkpoint.init_from}"
   return p.init(), "random init"
 
@@ -234,6 +239,9 @@ def train(config: ConfigDict, workdir: str) -> dict[int, dict]:
     rejected = rejected_counts(batches)
     if hasattr(batches, "check_rejects"):  # a short run may end before the pipeline judged the fraction itself
       batches.check_rejects()
+    if p.model.compute.lora is not None:
+      adapters.save(workdir, state.params, lora=p.model.compute.lora, scan_layers=config.compute.scan_layers,
+                    base=config.checkpoint.init_from, config=model_config)
   finally:
     close_batches(batches)
     stop.uninstall()

@@ -5,7 +5,9 @@ Every parameter belongs to one component, from its path: `vision_tower/...` -> "
 `mm_projector/...` -> "projector", `language_model/...` and `image_newline` -> "language" (upstream's
 `mm_language_model` tunable part is every parameter outside the vision tower and projector, the image
 newline included). Components not listed in `optim.trainable` are frozen: they get
-`optax.set_to_zero()`, which allocates no Adam moments (optax.masked would keep them).
+`optax.set_to_zero()`, which allocates no Adam moments (optax.masked would keep them). When the params
+hold LoRA adapters (models/lora.py) only the adapters train, those of the listed components; the base
+is frozen, so its gradients, updates and optimiser state never exist.
 """
 
 import math
@@ -16,6 +18,8 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 from ml_collections import ConfigDict
+
+from lladav_jax.models.lora import is_adapter
 
 COMPONENTS = ("vision", "projector", "language")
 FROZEN = "frozen"
@@ -39,10 +43,12 @@ def param_labels(params: Mapping[str, Any], trainable: Sequence[str]) -> dict:
   if unknown:
     raise ValueError(f"optim.trainable names unknown components {sorted(unknown)}; choices: {COMPONENTS}")
   flat = traverse_util.flatten_dict(params)
+  adapters_only = any(is_adapter(path) for path in flat)
   labels = {}
   for path in flat:
     component = component_of(path)
-    labels[path] = component if component in trainable else FROZEN
+    tuned = component in trainable and (is_adapter(path) or not adapters_only)
+    labels[path] = component if tuned else FROZEN
   assert set(labels) == set(flat), "every parameter must get a label"
   return traverse_util.unflatten_dict(labels)
 

@@ -5,8 +5,10 @@ it is split into micro-batches, so neither a restart nor the micro-batch split c
 batches are scanned; the carry adds loss numerators and gradients and they are divided once by the
 batch's number of samples (Eq. 1's normaliser), so the split cannot change the update. With
 `compute.loss_chunk` the LM head runs inside the chunked loss (no [B, L, V] logits). Gradients are
-taken only with respect to trainable parameters. A step whose loss or gradient norm is not finite
-leaves params and optimiser state untouched and is counted.
+taken only with respect to trainable parameters (with LoRA: the adapters, whose dropout draws from
+the step's key). With complementary masking the batch is followed by its second view (the masks'
+complements, diffusion/loss.py) and every sample counts once per view. A step whose loss or gradient
+norm is not finite leaves params and optimiser state untouched and is counted.
 """
 
 
@@ -46,7 +48,8 @@ def split_micro_batches(x: jax.Array, n: int) -> jax.Array:
 
 
 def make_train_step(model: LLaDAV, tx: optax.GradientTransformation, trainable: frozenset, *,
-                    micro_batches: int, mask_eps: float, dialogue_causal: bool, schedule=None):
+                    micro_batches: int, mask_eps: float, dialogue_causal: bool, schedule=None,
+                    complementary_masking: bool = False):
   """Returns train_step(state, batch) -> (state, metrics).
 
   `batch` holds `step_inputs` arrays for the whole global batch ([B, ...]); `trainable` is the set of
@@ -55,17 +58,21 @@ def make_train_step(model: LLaDAV, tx: optax.GradientTransformation, trainable: 
   """
   mask_id = model.config.tokens.mask
   loss_chunk = model.compute.loss_chunk
+  views = 2 if complementary_masking else 1
+  dropout = model.compute.lora is not None and model.compute.lora.dropout > 0
 
   def micro_numerator(trainable_params, frozen_params, micro):
     variables = {"params": traverse_util.unflatten_dict({**frozen_params, **trainable_params})}
     inputs = model_inputs(micro, dialogue_causal=dialogue_causal)
     corruption = diffusion_loss.Corruption(masked=micro["masked"], p_mask=micro["p_mask"])
+    # Dropout keys travel with the rows through the micro-batch split; a micro-batch uses its first row's.
+    rngs = {"dropout": jax.random.wrap_key_data(micro["dropout_key"][0])} if dropout else {}
     if loss_chunk:
-      hidden = model.apply(variables, **inputs, method=LLaDAV.final_hidden_states)
+      hidden = model.apply(variables, **inputs, method=LLaDAV.final_hidden_states, rngs=rngs)
       head = lambda h: model.apply(variables, h, method=LLaDAV.head)
       return diffusion_loss.chunked_diffusion_loss_terms(hidden, head, micro[LABELS], micro[SEGMENT_IDS],
                                                          corruption, chunk=loss_chunk)
-    logits = model.apply(variables, **inputs)
+    logits = model.apply(variables, **inputs, rngs=rngs)
     return diffusion_loss.diffusion_loss_terms(logits, micro[LABELS], micro[SEGMENT_IDS], corruption)
 
   grad_fn = jax.value_and_grad(micro_numerator, has_aux=True)
@@ -73,9 +80,18 @@ def make_train_step(model: LLaDAV, tx: optax.GradientTransformation, trainable: 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     rng = jax.random.fold_in(state.key, state.step)
     noisy_ids, corruption = diffusion_loss.corrupt(
-        rng, batch["input_ids"], batch[LABELS], batch[SEGMENT_IDS], mask_id=mask_id, eps=mask_eps)
-    samples = diffusion_loss.num_samples(batch[SEGMENT_IDS])
+        rng, batch["input_ids"], batch[LABELS], batch[SEGMENT_IDS], mask_id=mask_id, eps=mask_eps,
+        max_p=1.0 - mask_eps if complementary_masking else 1.0)
+    samples = views * diffusion_loss.num_samples(batch[SEGMENT_IDS])
     data = dict(batch, input_ids=noisy_ids, masked=corruption.masked, p_mask=corruption.p_mask)
+    if complementary_masking:
+      second_ids, second = diffusion_loss.complement(batch["input_ids"], batch[LABELS], batch[SEGMENT_IDS],
+                                                     corruption, mask_id=mask_id)
+      second_view = dict(batch, input_ids=second_ids, masked=second.masked, p_mask=second.p_mask)
+      data = jax.tree.map(lambda *views_: jnp.concatenate(views_, axis=0), data, second_view)
+    if dropout:
+      rows = data["input_ids"].shape[0]
+      data["dropout_key"] = jax.random.key_data(jax.random.split(jax.random.fold_in(rng, 1), rows))
 
     flat = traverse_util.flatten_dict(state.params)
     trainable_params = {k: v for k, v in flat.items() if k in trainable}
