@@ -7,6 +7,7 @@ colour and 72% on counting (blind: 40%) in three minutes; the full demo about 98
 """
 
 import json
+import pytest
 
 from lladav_jax.demo import pipeline
 
@@ -15,6 +16,7 @@ MIN_COLOR_ACCURACY = 0.5
 MIN_COUNT_OVER_BLIND = 0.15
 
 
+@pytest.mark.slow
 def test_short_demo_answers_from_the_image(tmp_path):
   plan = pipeline.DemoWorkdir(tmp_path, num_val=150, stage_steps=STAGE_STEPS)
   pipeline.make_data(plan)

@@ -11,9 +11,13 @@ import pytest
 ROOT = pathlib.Path(__file__).parents[2]
 
 
-@pytest.mark.parametrize("mesh,attention_impl", [((2, 2, 2), "xla"), ((1, 8, 1), "xla"), ((2, 1, 4), "xla"),
-                                                 ((2, 2, 2), "splash"), ((1, 8, 1), "blockwise")],
-                         ids=["d2f2t2", "f8", "d2t4", "d2f2t2_splash", "f8_blockwise"])
+# The default run keeps one mesh per implementation; the other meshes are slow.
+@pytest.mark.parametrize("mesh,attention_impl", [
+    pytest.param((2, 2, 2), "xla", id="d2f2t2"),
+    pytest.param((1, 8, 1), "xla", id="f8", marks=pytest.mark.slow),
+    pytest.param((2, 1, 4), "xla", id="d2t4", marks=pytest.mark.slow),
+    pytest.param((2, 2, 2), "splash", id="d2f2t2_splash"),
+    pytest.param((1, 8, 1), "blockwise", id="f8_blockwise")])
 def test_sharded_forward_matches_one_device(mesh, attention_impl):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
              PYTHONPATH=str(ROOT))

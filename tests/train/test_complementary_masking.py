@@ -3,6 +3,7 @@ clean, and the loss is the two views' Eq. 1 (weights 1 / p and 1 / (1 - p)) aver
 
 import jax
 import numpy as np
+import pytest
 
 from lladav_jax.diffusion import loss as diffusion_loss
 from lladav_jax.samples import model_inputs
@@ -78,6 +79,7 @@ def test_loss_of_both_views_equals_the_numpy_restatement():
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_train_step_loss_is_the_two_views_on_the_models_logits():
   config = common.run_config(complementary_masking=True)
   config.optim.update(dict(lr=1e-3, vision_lr=1e-3, warmup_ratio=0.0))

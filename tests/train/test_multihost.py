@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from lladav_jax.train.metrics import read_metrics
 from tests.train.subprocesses import ROOT, env, run_module
@@ -17,6 +18,7 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
   single, multi = tmp_path / "single", tmp_path / "multi"
   run_module("tests.train.multihost_check", str(single), "1", "0", "0", devices=8)

@@ -60,6 +60,7 @@ def reference(tmp_path_factory):
   return losses(workdir)
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_gives_identical_losses(tmp_path, reference):
   proc = run_until_step(tmp_path, 5, signal.SIGKILL)
   assert proc.returncode == -signal.SIGKILL

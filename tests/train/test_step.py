@@ -106,6 +106,7 @@ def assert_same_update(state, metrics, reference_state, reference_metrics):
     np.testing.assert_allclose(moments[k], reference[k], rtol=1e-4, atol=atol, err_msg=str(k))
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_does_not_change_the_update():
   reference = first_update(1)
   for micro_batches in (2, 4):

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import stat
+import pytest
 
 from configs import finetune
 from lladav_jax.checkpoints.pretrained import load_pretrained
@@ -25,6 +26,7 @@ def tree(root):
   return out
 
 
+@pytest.mark.slow
 def test_the_workdir_follows_the_umask_and_reads_back_quietly(tmp_path, caplog):
   data_file, images = recipe.write_llava_data(tmp_path / "mine")
   (images / "picture0.png").unlink()  # one reject: the rejects log is written too

@@ -66,7 +66,8 @@ def test_dialogue_causal_mask_hides_later_turns():
     assert (diff < ATOL) if causal else (diff > 10 * ATOL)
 
 
-@pytest.mark.parametrize("policy", ["full", "minimal", "save_attention"])
+@pytest.mark.parametrize("policy", ["full", pytest.param("minimal", marks=pytest.mark.slow),
+                                    pytest.param("save_attention", marks=pytest.mark.slow)])
 def test_remat_and_loop_give_the_same_loss_and_gradients(policy):
   a = _sample([4, IMG, 5], [(384, 384)])
   batch = collate([[a]], a.length, 2, CONFIG)
