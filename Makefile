@@ -15,7 +15,7 @@ $(VENV)/.installed: $(VENV)/.runtime requirements-test.txt
 	$(VENV)/bin/pip install --quiet -r requirements-test.txt
 	touch $@
 
-.PHONY: demo test test-all bench-forward bench-convert bench-sampler bench-precision bench-data bench-train-step bench-eval bench-decode-accuracy plan
+.PHONY: demo test test-all bench-forward bench-convert bench-sampler bench-decode-profile bench-precision bench-data bench-train-step bench-eval bench-decode-accuracy plan
 
 ## The main job: train a tiny LLaDA-V on synthetic shapes and ask it questions (re-runs reuse workdir/demo).
 demo: $(VENV)/.runtime
@@ -29,7 +29,7 @@ test: $(VENV)/.installed
 test-all: $(VENV)/.installed
 	$(PY) -m pytest -q -m ""
 
-## Forward throughput against transformers' torch Llama (CPU).
+## Forward throughput against transformers' torch Llama, and the prompt's encoding against torch's (CPU).
 bench-forward: $(VENV)/.installed
 	$(PY) bench/forward.py
 
@@ -40,6 +40,10 @@ bench-convert: $(VENV)/.installed
 ## Decoding throughput: jitted sampler (caches, dLLM-Cache, threshold) vs upstream's loop in torch (CPU).
 bench-sampler: $(VENV)/.installed
 	$(PY) bench/sampler.py
+
+## Where an exact decode's time goes (jax.profiler trace, by part of the model), and a step against a forward (CPU).
+bench-decode-profile: $(VENV)/.installed
+	$(PY) bench/decode_profile.py
 
 ## Accuracy vs speed of the caches and parallel decoding on the trained demo model (needs `make demo` first).
 bench-decode-accuracy: $(VENV)/.installed

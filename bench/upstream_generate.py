@@ -6,8 +6,12 @@ EOS, BOS and the header ids at masked positions and commits, per block and step,
 confident masked predictions (sorted top-k). Here the model is transformers' torch Llama with a full
 (non-causal) mask and the language tower's weights; the prompt's embeddings (image features spliced
 in) come from the project's model once per answer, as upstream's vision tower runs once too.
-Batch size 1 per call, as upstream.
+Batch size 1 per call, as upstream. Also recorded: the step that committed each position and how
+close each step's choice was, so that a benchmark can tell a float32 near-tie from a difference of
+rule where its decode parts from this one.
 """
+
+import dataclasses
 
 import numpy as np
 import torch
@@ -35,15 +39,23 @@ def torch_language_model(model: LLaDAV, params) -> LlamaForCausalLM:
   return hf.eval()
 
 
+@dataclasses.dataclass
+class UpstreamDecode:
+  tokens: np.ndarray  # int64 [gen_length]
+  commit_steps: np.ndarray  # int32 [gen_length], the step that committed each position
+  margins: np.ndarray  # float64 [steps]: how close each step's choice was, (p_last_kept - p_first_left) / p_last_kept
+
+
 def upstream_generate(hf: LlamaForCausalLM, prompt_embeds: np.ndarray, settings: SamplerSettings,
-                      mask_id: int) -> np.ndarray:
-  """prompt_embeds float32 [P, D] (one unpadded prompt); settings resolved -> int64 [gen_length]."""
+                      mask_id: int) -> UpstreamDecode:
+  """prompt_embeds float32 [P, D] (one unpadded prompt); settings resolved."""
   s = settings
   gen, block, per_block = s.gen_length, s.block_length, s.steps_per_block
   prompt = torch.from_numpy(np.array(prompt_embeds, np.float32))[None]
   length = prompt.shape[1] + gen
   full_mask = torch.ones(1, 1, length, length, dtype=torch.bool)
   x = torch.full((1, gen), mask_id, dtype=torch.long)
+  commit_steps, margins = np.full(gen, -1, np.int32), []
   embed = hf.get_input_embeddings()
   with torch.no_grad():
     for b in range(s.num_blocks):
@@ -65,7 +77,18 @@ def upstream_generate(hf: LlamaForCausalLM, prompt_embeds: np.ndarray, settings:
         confidence = torch.where(masked, confidence, torch.tensor(-torch.inf, dtype=torch.float64))
         chosen = torch.topk(confidence, quota).indices
         x[0, chosen] = x0[chosen]
-  return x[0].numpy()
+        commit_steps[chosen.numpy()] = len(margins)
+        margins.append(decision_margin(torch.sort(confidence, descending=True).values, quota))
+  return UpstreamDecode(x[0].numpy(), commit_steps, np.asarray(margins))
+
+
+def decision_margin(ranked: torch.Tensor, quota: int) -> float:
+  """How close a top-`quota` choice was: (p_kept - p_left) / p_kept of the last confidence kept and the
+  first left (`ranked` descending, -inf for non-candidates); inf when nothing was left to compete."""
+  if quota == 0 or quota >= len(ranked) or not torch.isfinite(ranked[quota]):
+    return float("inf")
+  kept, left = float(ranked[quota - 1]), float(ranked[quota])
+  return (kept - left) / kept
 
 
 def prompt_embeddings(model: LLaDAV, params, sample) -> np.ndarray:
