@@ -23,10 +23,8 @@ import json
 import os
 import pathlib
 import re
-import statistics
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -35,6 +33,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from bench.sampler import add_model_flags, build_model, prompts, random_params  # noqa: E402
+from bench.timing import alternate  # noqa: E402
 from lladav_jax.diffusion.denoiser import Denoiser, build_canvas  # noqa: E402
 from lladav_jax.diffusion.generation import collate_prompts, row_keys  # noqa: E402
 from lladav_jax.diffusion.sampler import program  # noqa: E402
@@ -160,15 +159,7 @@ def main() -> None:
   runs = {"decode": lambda: jax.block_until_ready(compiled(params, prompt, lengths, keys)),
           "forward": lambda: jax.block_until_ready(forward(params, prompt, lengths)),
           "encode": lambda: jax.block_until_ready(encode(params, prompt, lengths))}
-  for run in runs.values():
-    run()
-  times = {name: [] for name in runs}
-  for _ in range(args.repeats):
-    for name, run in runs.items():
-      start = time.perf_counter()
-      run()
-      times[name].append(time.perf_counter() - start)
-  wall = {name: statistics.median(t) for name, t in times.items()}
+  wall, _ = alternate(runs, args.repeats)
   steps = args.gen_length
   per_step = (wall["decode"] - wall["encode"]) / steps
 

@@ -18,9 +18,7 @@ Usage: python bench/forward.py [--hidden 512 --layers 8 --vocab 126464 --seqs 15
 import argparse
 import os
 import pathlib
-import statistics
 import sys
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -29,65 +27,24 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
-from bench.sampler import random_params  # noqa: E402
+from bench.sampler import add_model_flags, build_model, image_prompt, random_params  # noqa: E402
+from bench.timing import alternate  # noqa: E402
 from bench.torch_prompt import TorchPromptEncoder  # noqa: E402
 from bench.upstream_generate import torch_language_model  # noqa: E402
 from lladav_jax.images.crops import sample_visuals  # noqa: E402
-from lladav_jax.models import LLaDAConfig, LLaDAV, LLaDAVConfig, ProjectorConfig, SiglipConfig  # noqa: E402
-from lladav_jax.models.compute import ATTENTION_IMPLS, ComputeConfig, inference_compute  # noqa: E402
+from lladav_jax.models import LLaDAV, SiglipConfig  # noqa: E402
+from lladav_jax.models.compute import ATTENTION_IMPLS, ComputeConfig  # noqa: E402
 from lladav_jax.models.llada import LLaDAModel, default_positions  # noqa: E402
 from lladav_jax.samples import build_sample, collate, model_inputs  # noqa: E402
-from lladav_jax.tokens import IMAGE_PLACEHOLDER_ID, TokenIds  # noqa: E402
 
 
 KERNEL_BACKENDS = {"splash": "tpu", "cudnn": "gpu"}
 
 
-def build_model(args) -> LLaDAV:
-  """A LLaDA-V of the flags' dimensions, computing as decoding does, its vision features taken from the
-  penultimate layer as the published model's."""
-  text = LLaDAConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
-                     num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.heads)
-  vision = SiglipConfig(hidden_size=args.vision_hidden, intermediate_size=args.vision_intermediate,
-                        num_hidden_layers=args.vision_layers, num_attention_heads=args.vision_heads)
-  config = LLaDAVConfig(text=text, vision=vision,
-                        projector=ProjectorConfig("mlp2x_gelu", vision.hidden_size, text.hidden_size),
-                        vision_select_layer=-2, max_length=8192,
-                        tokens=TokenIds(bos=1, eos=2, mask=args.vocab - 1, start_header=3, end_header=4, eot=5))
-  return LLaDAV(config, inference_compute("float32"))
-
-
-def image_prompt(model: LLaDAV):
-  """The token ids (one image placeholder) and the sample of a prompt with one 384x384 image."""
-  rng = np.random.default_rng(0)
-  image = Image.fromarray(rng.integers(0, 256, size=(24, 24, 3), dtype=np.uint8)).resize(
-      (384, 384), Image.Resampling.BILINEAR)
-  ids = [1, 6, 7, IMAGE_PLACEHOLDER_ID] + [int(i) for i in rng.integers(10, 1000, size=24)] + [8]
-  return ids, build_sample(ids, sample_visuals([image], model.config), model.config)
-
-
-def alternate(runs: dict, repeats: int) -> dict[str, float]:
-  """Each run once to warm up, then `repeats` rounds in turn -> median seconds per run."""
-  for run in runs.values():
-    run()
-  times = {name: [] for name in runs}
-  for _ in range(repeats):  # alternate so that all see the same machine state
-    for name, run in runs.items():
-      start = time.perf_counter()
-      run()
-      times[name].append(time.perf_counter() - start)
-  return {name: statistics.median(t) for name, t in times.items()}
-
-
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--hidden", type=int, default=512)
-  parser.add_argument("--layers", type=int, default=8)
-  parser.add_argument("--heads", type=int, default=8)
-  parser.add_argument("--intermediate", type=int, default=1536)
-  parser.add_argument("--vocab", type=int, default=126464)
+  add_model_flags(parser, hidden=512, layers=8, vocab=126464)
   parser.add_argument("--vision-hidden", type=int, default=384)
   parser.add_argument("--vision-layers", type=int, default=6, help="the tower's depth; features from the penultimate")
   parser.add_argument("--vision-heads", type=int, default=6)
@@ -98,8 +55,11 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=5)
   args = parser.parse_args()
 
-  model = build_model(args)
-  ids, sample = image_prompt(model)
+  vision = SiglipConfig(hidden_size=args.vision_hidden, intermediate_size=args.vision_intermediate,
+                        num_hidden_layers=args.vision_layers, num_attention_heads=args.vision_heads)
+  model = build_model(args, vision=vision, vision_select_layer=-2)  # the published model's feature layer
+  ids, image = image_prompt(np.random.default_rng(0))
+  sample = build_sample(ids, sample_visuals([image], model.config), model.config)
   params = random_params(model, sample, scales={})  # small weights: logits comparable at 1e-6
   hf = torch_language_model(model, params)
   text_params = {"params": params["params"]["language_model"]}
@@ -141,7 +101,7 @@ def main() -> None:
     outputs = {impl: np.asarray(forward(text_params, jax_ids)) for impl, forward in forwards.items()}  # compiles
     theirs_out = theirs().numpy()
     runs = {impl: (lambda f=forward: f(text_params, jax_ids).block_until_ready()) for impl, forward in forwards.items()}
-    seconds = alternate({**runs, "torch": theirs}, args.repeats)
+    seconds, _ = alternate({**runs, "torch": theirs}, args.repeats)
     if not first_forward:
       first_forward = {"ours": seconds[decoding_impl], "torch": seconds["torch"]}
     print(f"\n{length} tokens: transformers (torch) {seconds['torch']:.3f} s per forward  1.00x")
@@ -158,8 +118,8 @@ def main() -> None:
   crops = np.asarray(inputs["pixel_values"][0])
   ours_embeds = np.asarray(encode(params, *image_inputs))[0]
   theirs_embeds = torch_encoder(embed, ids, crops)[0].numpy()
-  seconds = alternate({"ours": lambda: jax.block_until_ready(encode(params, *image_inputs)),
-                       "torch": lambda: torch_encoder(embed, ids, crops)}, args.repeats)
+  seconds, _ = alternate({"ours": lambda: jax.block_until_ready(encode(params, *image_inputs)),
+                          "torch": lambda: torch_encoder(embed, ids, crops)}, args.repeats)
   print(f"\nprompt encoding ({sample.length} tokens: one 384x384 image, {sample.num_crops} crops): torch "
         f"{seconds['torch']:.3f} s, lladav_jax (jit) {seconds['ours']:.3f} s   {seconds['torch'] / seconds['ours']:5.2f}x "
         f"torch   max |embedding difference| {float(np.abs(ours_embeds - theirs_embeds).max()):.1e}")

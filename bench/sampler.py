@@ -18,9 +18,7 @@ import argparse
 import dataclasses
 import os
 import pathlib
-import statistics
 import sys
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -30,6 +28,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from bench.timing import alternate  # noqa: E402
 from bench.upstream_generate import prompt_embeddings, torch_language_model, upstream_generate  # noqa: E402
 from lladav_jax.diffusion.generation import collate_prompts, row_keys  # noqa: E402
 from lladav_jax.diffusion.sampler import program  # noqa: E402
@@ -41,14 +40,18 @@ from lladav_jax.samples import build_sample, collate, model_inputs  # noqa: E402
 from lladav_jax.tokens import IMAGE_PLACEHOLDER_ID, TokenIds  # noqa: E402
 
 
-def build_model(args, attention_impl: str | None = None):
-  """The benchmark's LLaDA-V, computing as decoding does (`inference_compute`), or with `attention_impl`."""
+SMALL_VISION = SiglipConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2)
+
+
+def build_model(args, attention_impl: str | None = None, *, vision: SiglipConfig = SMALL_VISION,
+                vision_select_layer: int = -1):
+  """The benchmark's LLaDA-V (text tower from `args`, real image geometry), computing as decoding does
+  (`inference_compute`), or with `attention_impl`."""
   text = LLaDAConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
                      num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.heads)
-  vision = SiglipConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2)
   config = LLaDAVConfig(text=text, vision=vision,
                         projector=ProjectorConfig("mlp2x_gelu", vision.hidden_size, text.hidden_size),
-                        vision_select_layer=-1, max_length=8192,
+                        vision_select_layer=vision_select_layer, max_length=8192,
                         tokens=TokenIds(bos=1, eos=2, mask=args.vocab - 1, start_header=3, end_header=4, eot=5))
   compute = inference_compute("float32")
   if attention_impl is not None:
@@ -57,6 +60,14 @@ def build_model(args, attention_impl: str | None = None):
 
 
 TEXT_ONLY_WORDS = 58  # a text-only prompt of 62 tokens: 3 header ids, these, 1 closing id
+
+
+def image_prompt(rng: np.random.Generator) -> tuple[list[int], Image.Image]:
+  """A prompt's token ids (one image placeholder, 24 words) and its 384x384 image."""
+  pixels = rng.integers(0, 256, size=(24, 24, 3), dtype=np.uint8)
+  image = Image.fromarray(pixels).resize((384, 384), Image.Resampling.BILINEAR)
+  ids = [1, 6, 7, IMAGE_PLACEHOLDER_ID] + [int(i) for i in rng.integers(10, 1000, size=24)] + [8]
+  return ids, image
 
 
 def prompts(model, batch, *, text_only: bool = False):
@@ -68,9 +79,7 @@ def prompts(model, batch, *, text_only: bool = False):
       ids = [1, 6, 7] + list(rng.integers(10, 1000, size=TEXT_ONLY_WORDS)) + [8]
       samples.append(build_sample(ids, sample_visuals([], model.config), model.config))
       continue
-    pixels = rng.integers(0, 256, size=(24, 24, 3), dtype=np.uint8)
-    image = Image.fromarray(pixels).resize((384, 384), Image.Resampling.BILINEAR)
-    ids = [1, 6, 7, IMAGE_PLACEHOLDER_ID] + list(rng.integers(10, 1000, size=24)) + [8]
+    ids, image = image_prompt(rng)
     samples.append(build_sample(ids, sample_visuals([image], model.config), model.config))
   return samples
 
@@ -186,14 +195,7 @@ def main() -> None:
                                  for e in embeds[:upstream_rows]]}
     runs.update({name: compiled_decode(variant_model, params, all_samples[:batch], settings)
                  for name, variant_model, settings in variants})
-    times = {name: [] for name in runs}
-    outputs = {}
-    for _ in range(args.repeats):  # alternated, so that every variant sees the same machine state
-      for name, run in runs.items():
-        start = time.perf_counter()
-        outputs[name] = run()
-        times[name].append(time.perf_counter() - start)
-    seconds = {name: statistics.median(t) for name, t in times.items()}
+    seconds, outputs = alternate(runs, args.repeats, warm_up=False)  # the programs are compiled already
     seconds["upstream"] *= batch / upstream_rows
     base = tokens / seconds["upstream"]
     scaled = f"; timed on {upstream_rows} of {batch} rows, scaled" if upstream_rows < batch else ""

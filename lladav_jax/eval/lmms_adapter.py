@@ -51,6 +51,11 @@ def _int(value, default):
   return default if value is None else int(value)
 
 
+def _optional(value, kind):
+  """An optional model_args value: None when absent or empty, else `kind(value)`."""
+  return None if value in (None, "") else kind(value)
+
+
 def _flag(value) -> bool:
   return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes")
 
@@ -132,9 +137,9 @@ class LLaDAVJax(lmms):
     self._tokenizer = cli.find_tokenizer(pretrained, tokenizer)
     self._tokenizer.check_token_ids(config.tokens)
     self.batch_size_per_gpu = int(batch_size)
-    given = lambda value, kind: None if value in (None, "") else kind(value)
-    self._speed = {"cache": cache, "refresh": given(refresh, int), "prompt_refresh": given(prompt_refresh, int),
-                   "transfer_ratio": given(transfer_ratio, float), "threshold": given(threshold, float)}
+    self._speed = {"cache": cache, "refresh": _optional(refresh, int),
+                   "prompt_refresh": _optional(prompt_refresh, int),
+                   "transfer_ratio": _optional(transfer_ratio, float), "threshold": _optional(threshold, float)}
     self._stop_order, self._seed = stop_order, int(seed)
     self._mc = MonteCarloLoss(self._model, self._params, mc_num=int(mc_num), batch_size_ppl=int(batch_size_ppl),
                               vocab_limit=len(self._tokenizer), mesh=self._mesh, rules=self._rules)
