@@ -82,7 +82,8 @@ class _Layer:
   def __init__(self, config: LLaDAConfig, compute: ComputeConfig, params):
     self.config, self.compute, self.params = config, compute, params
     dtype, pdt = compute.activation_dtype, compute.weight_dtype
-    self._kw = dict(use_bias=False, dtype=dtype, param_dtype=pdt)
+    # The adapters of a LoRA model act here as in the module (models/llada.py's LLaDAAttention).
+    self._kw = dict(use_bias=False, dtype=dtype, param_dtype=pdt, lora=compute.lora, tower="language")
     self._norm = layers.RMSNorm(eps=config.rms_norm_eps, dtype=dtype, param_dtype=pdt)
 
   def norm(self, name: str, x: jax.Array) -> jax.Array:

@@ -3,14 +3,19 @@ decodes against the reference loop driven by that NumPy model (refresh = 1 is th
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from lladav_jax.diffusion.generation import generate
 from lladav_jax.diffusion.settings import SamplerSettings
 from lladav_jax.models.llada import LLaDAModel
+from lladav_jax.models.lladav import LLaDAV, abstract_params
+from lladav_jax.models.lora import LoraConfig
+from lladav_jax.train import adapters
 from lladav_jax.models.masks import visible_keys_mask
 from tests import tiny
 from tests.diffusion import common, numpy_llada
@@ -118,9 +123,22 @@ class DLLMCacheOracle:
     return self.model(self.table[np.asarray(self.prompt + list(ids))])
 
 
-def _ours(samples, settings, seed=0):
-  answers, trace = generate(common.MODEL, common.params(), samples, settings, seed=seed)
+def _ours(samples, settings, seed=0, model=common.MODEL, params=None):
+  answers, trace = generate(model, common.params() if params is None else params, samples, settings, seed=seed)
   return [list(a) for a in answers], trace
+
+
+def _adapted():
+  """The test model with LoRA adapters on every language-tower layer, their B random (not zero), so
+  that a path that ignored them would decode otherwise."""
+  lora = LoraConfig(rank=4, alpha=8.0)
+  model = LLaDAV(common.CONFIG, dataclasses.replace(common.MODEL.compute, lora=lora))
+  base = jax.device_put(jax.device_get(common.params()["params"]))  # a copy: attach donates its base
+  params = jax.device_get(adapters.attach(base, nn.unbox(abstract_params(model)), None, lora, seed=3))
+  rng = np.random.default_rng(0)
+  flat = traverse_util.flatten_dict(params)
+  flat = {k: rng.normal(0, 0.3, v.shape).astype(v.dtype) if k[-1] == "lora_b" else v for k, v in flat.items()}
+  return model, {"params": traverse_util.unflatten_dict(flat)}
 
 
 STALE_CASES = {
@@ -181,6 +199,19 @@ REFRESH_EVERY_STEP = {
     "dllm": dict(cache="dllm", refresh=1, prompt_refresh=1),
     "dllm_transfer_all": dict(cache="dllm", refresh=1000, prompt_refresh=1, transfer_ratio=1.0),
 }
+
+
+@pytest.mark.parametrize("mode", ["dllm", "dllm_transfer_all"])
+def test_refresh_every_step_is_the_exact_decode_with_adapters(mode):
+  """dLLM-Cache computes the layers itself (models/feature_cache.py): the adapters must act there too."""
+  model, params = _adapted()
+  samples = [common.text_sample(PROMPT), common.text_sample([1, 50, 51])]
+  exact = SamplerSettings(gen_length=12, steps=6, block_length=4, stop_sequences=())
+  without, _ = _ours(samples, exact)
+  want, _ = _ours(samples, exact, model=model, params=params)
+  assert want != without, "the adapters change the decode"
+  got, _ = _ours(samples, dataclasses.replace(exact, **REFRESH_EVERY_STEP[mode]), model=model, params=params)
+  assert got == want
 
 
 @pytest.mark.parametrize("mode", list(REFRESH_EVERY_STEP))
