@@ -29,6 +29,7 @@ def sampled_settings(tokenizer, eot):
   return task_settings(Decoding(gen_length=4, steps=2, block_length=2), tokenizer, eot, temperature=0.7)
 
 
+@pytest.mark.slow  # 16 s; batches decode each row as alone at the sampler level too (tests/diffusion/test_batching.py)
 def test_batch_size_1_and_16_decode_identically(setup):
   model, params, tokenizer = setup
   task, data = get_task("jsonl"), records(17)
