@@ -32,6 +32,7 @@ def pipeline_config(tmp_path, num_steps):
   return config
 
 
+@pytest.mark.slow  # 27 s; tests/train/test_rejects.py also trains on the data pipeline in the default run
 def test_train_on_the_data_pipeline(tmp_path):
   workdir = tmp_path / "run"
   loop.train(pipeline_config(tmp_path, num_steps=2), str(workdir))
